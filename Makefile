@@ -1,0 +1,41 @@
+# Set-up and everyday commands. Every target creates .venv and installs what it needs,
+# so each works on a clean clone with nothing but Python 3.10+.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first and pinned: on machines with a local wheel store this takes
+# the local files; elsewhere pip downloads the build for your platform. Override with
+# `make TORCH_SPEC="torch torchvision" ...` to take the newest.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test lint typecheck check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[demo,dev]"
+	touch $@
+
+install: $(VENV)/.installed  ## Create .venv and install pctkit with demo and dev extras
+
+demo: install  ## Train the quickstart recipe (about 8 minutes on 2 CPU cores)
+	$(BIN)/pctkit run recipes/quickstart.toml --overwrite
+
+test: install  ## Run the test suite
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check pctkit tests benchmarks plugins
+	$(BIN)/ruff format --check pctkit tests benchmarks plugins
+
+typecheck: install
+	$(BIN)/mypy pctkit
+
+check: lint typecheck test  ## Everything CI runs
+
+clean:
+	rm -rf $(VENV) runs build dist *.egg-info

@@ -1,0 +1,1 @@
+"""What runs leave behind: checkpoints, metrics, pictures, exports."""

@@ -1,0 +1,153 @@
+"""Atomic files and pickle-free state: tensors in safetensors, the rest in JSON.
+
+A write goes to a temporary name in the same folder, is flushed to disk, and is
+renamed over the target: a crash at any moment leaves either the old file or the new
+one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # some filesystems do not allow opening folders
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def save_tensors(
+    path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None
+) -> None:
+    """Save tensors as safetensors atomically (contiguous CPU copies; shared storage
+    is duplicated, which safetensors requires)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    plain = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
+    save_file(plain, str(temporary), metadata=dict(metadata) if metadata else None)
+    with open(temporary, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+def load_tensors(path: Path, device: str = "cpu") -> dict[str, Tensor]:
+    """Load a safetensors file."""
+    return load_file(str(path), device=device)
+
+
+# --------------------------------------------------------------------------- nested state
+
+_TENSOR = "__tensor__"
+_DICT = "__dict__"
+_TUPLE = "__tuple__"
+
+
+def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, Tensor]]:
+    """Split a nested state (dicts, lists, tuples, tensors, scalars) into a JSON tree
+    and a flat dict of tensors, so it can be stored without pickle.
+
+    Dict keys keep their type (optimizer states are keyed by int).
+    """
+    tensors: dict[str, Tensor] = {}
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, Tensor):
+            tensors[path] = value
+            return {_TENSOR: path}
+        if isinstance(value, Mapping):
+            return {_DICT: [[key, walk(item, f"{path}.{key}")] for key, item in value.items()]}
+        if isinstance(value, tuple):
+            return {_TUPLE: [walk(item, f"{path}.{index}") for index, item in enumerate(value)]}
+        if isinstance(value, list):
+            return [walk(item, f"{path}.{index}") for index, item in enumerate(value)]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"cannot store {type(value).__name__} at {path!r} without pickle")
+
+    return walk(state, prefix), tensors
+
+
+def unflatten_state(tree: Any, tensors: Mapping[str, Tensor]) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(tree, dict):
+        if _TENSOR in tree:
+            return tensors[tree[_TENSOR]]
+        if _DICT in tree:
+            return {key: unflatten_state(item, tensors) for key, item in tree[_DICT]}
+        if _TUPLE in tree:
+            return tuple(unflatten_state(item, tensors) for item in tree[_TUPLE])
+        return {key: unflatten_state(item, tensors) for key, item in tree.items()}
+    if isinstance(tree, list):
+        return [unflatten_state(item, tensors) for item in tree]
+    return tree
+
+
+def save_state(directory: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+    """Save a nested training state as ``state.safetensors`` + ``state.json`` in a new
+    folder, atomically: it is written beside, then renamed into place."""
+    tree, tensors = flatten_state(dict(state), "state")
+    staging = directory.with_name(f".{directory.name}.partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    save_tensors(staging / "state.safetensors", tensors)
+    atomic_write_json(staging / "state.json", {"metadata": dict(metadata), "tree": tree})
+    _fsync_directory(staging)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(staging, directory)
+    _fsync_directory(directory.parent)
+
+
+def load_state(directory: Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load what :func:`save_state` wrote: ``(state, metadata)``."""
+    document = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    tensors = load_tensors(directory / "state.safetensors", device)
+    state = unflatten_state(document["tree"], tensors)
+    return state, document["metadata"]
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON line and flush it to disk (metrics survive a crash)."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -1,0 +1,1 @@
+"""The ``pctkit`` command line."""

@@ -1,0 +1,107 @@
+"""The contracts between components and the engine.
+
+Components (backbones, heads, datasets, ...) are plain Python: they know nothing of
+recipes, the registry or the engine. This module states what the engine expects of
+each kind, so that a third-party plugin can be written against it alone.
+
+Backbone contract
+-----------------
+A backbone factory returns an ``nn.Module`` whose ``forward(x)`` takes a float image
+batch ``(N, 3, H, W)`` (already normalised) and returns a list of feature maps, finest
+first. The module has two attributes:
+
+- ``out_channels: list[int]`` -- channels of each returned map;
+- ``out_strides: list[int]`` -- the stride of each map relative to the input;
+
+and optionally ``mean`` / ``std`` (tuples of three floats) giving the normalisation the
+backbone was trained with. The engine normalises images with them.
+
+Head contract
+-------------
+A head factory takes ``(in_channels, in_strides, num_classes)`` positionally (supplied
+by the engine from the backbone and the dataset) and returns an ``nn.Module`` whose
+``forward(features)`` maps the backbone's list of features to logits ``(N, C, h, w)`` at
+any resolution; the engine upsamples them to the label resolution. The head exposes
+``classifier: nn.Module`` -- its final layer, which may get its own learning rate.
+
+Dataset contract
+----------------
+A dataset factory returns :class:`SegmentationData`: raw, unaugmented samples. The
+engine owns augmentation, normalisation, batching and sampling, so every dataset is
+augmented the same way, as the recipe declares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+IGNORE_INDEX = 255
+"""Mask value of pixels that carry no label."""
+
+
+@dataclass
+class RawSample:
+    """One image as a dataset stores it.
+
+    Attributes:
+        image: ``uint8`` array ``(H, W, 3)``, RGB.
+        mask: ``uint8`` array ``(H, W)`` of class indices (255 = ignore), or ``None``
+            when the image has no pixel-level label available for training.
+        image_labels: sorted class indices present in the image (background 0
+            included). For an image with a mask, the union with the mask's classes.
+        name: a stable identifier (file stem for file-based datasets).
+        reference_mask: a mask that must *not* be used for training, only to score
+            pseudo labels (for example the hidden ground truth of a weak image), or
+            ``None``.
+    """
+
+    image: npt.NDArray[np.uint8]
+    mask: npt.NDArray[np.uint8] | None
+    image_labels: list[int]
+    name: str
+    reference_mask: npt.NDArray[np.uint8] | None = None
+
+
+@runtime_checkable
+class SampleSource(Protocol):
+    """An indexable collection of :class:`RawSample`."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> RawSample: ...
+
+
+@dataclass
+class SegmentationData:
+    """What a dataset factory returns.
+
+    Attributes:
+        class_names: one name per class, index 0 is background.
+        train: every training image. Images with a mask carry it; the weak stream
+            samples from all of them (METHOD.md).
+        strong_indices: indices into ``train`` that form the strong set (each has a
+            mask).
+        val: validation images, each with a mask.
+        palette: optional ``(C, 3)`` colours for pictures and palette PNGs; the VOC
+            colour map is used when absent.
+    """
+
+    class_names: list[str]
+    train: SampleSource
+    strong_indices: list[int]
+    val: SampleSource
+    palette: list[tuple[int, int, int]] | None = None
+    description: str = field(default="")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, background included."""
+        return len(self.class_names)
+
+
+class DataError(Exception):
+    """Bad or unreadable data. The message names the file and says what is wrong."""

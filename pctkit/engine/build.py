@@ -1,0 +1,81 @@
+"""Recipe sections -> components, through the registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from pctkit import registry
+from pctkit.components.contracts import SegmentationData
+from pctkit.engine.model import IMAGENET_MEAN, IMAGENET_STD, SegmentationNet, parameter_groups
+from pctkit.recipe.schema import ComponentSpec, Model, Recipe
+
+
+def build_component(kind: str, spec: ComponentSpec, *runtime_args: Any) -> Any:
+    """Build the component a recipe section declares."""
+    return registry.get(kind, spec.type).build(*runtime_args, **spec.parameters())
+
+
+def build_data(recipe: Recipe) -> SegmentationData:
+    """The dataset of ``[data]``."""
+    data = build_component("datasets", recipe.data)
+    if not isinstance(data, SegmentationData):
+        raise TypeError(f"dataset {recipe.data.type!r} returned {type(data).__name__}, not SegmentationData")
+    return data
+
+
+def build_net(model: Model, num_classes: int) -> SegmentationNet:
+    """A segmentation network from a ``[model]`` section."""
+    backbone = build_component("backbones", model.backbone)
+    for attribute in ("out_channels", "out_strides"):
+        if not hasattr(backbone, attribute):
+            raise TypeError(
+                f"backbone {model.backbone.type!r} has no {attribute!r} attribute (see the "
+                "backbone contract in pctkit.components.contracts)"
+            )
+    head = build_component(
+        "heads", model.head, list(backbone.out_channels), list(backbone.out_strides), num_classes
+    )
+    net = SegmentationNet(
+        backbone,
+        head,
+        num_classes,
+        mean=getattr(backbone, "mean", IMAGENET_MEAN),
+        std=getattr(backbone, "std", IMAGENET_STD),
+    )
+    if model.activation_checkpointing:
+        enable = getattr(backbone, "set_grad_checkpointing", None)
+        if enable is None:
+            raise TypeError(f"backbone {model.backbone.type!r} does not support activation checkpointing")
+        enable(True)
+    return net
+
+
+def build_optimizer(spec: ComponentSpec, net: nn.Module, classifier_lr_multiplier: float) -> Optimizer:
+    """The optimizer of ``spec`` over ``net``'s parameters (classifier group scaled)."""
+    optimizer = build_component("optimizers", spec, parameter_groups(net, classifier_lr_multiplier))
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer {spec.type!r} did not return a torch Optimizer")
+    return optimizer
+
+
+def build_scheduler(spec: ComponentSpec, optimizer: Optimizer, total_iterations: int) -> LRScheduler:
+    """The learning-rate schedule of ``spec``."""
+    scheduler = build_component("schedulers", spec, optimizer, total_iterations)
+    if not isinstance(scheduler, LRScheduler):
+        raise TypeError(f"scheduler {spec.type!r} did not return a torch LRScheduler")
+    return scheduler
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"experiment.device = {name!r} but CUDA is not available")
+    return device

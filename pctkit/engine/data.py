@@ -1,0 +1,293 @@
+"""From raw samples to training batches: augmentation, label sources, sampling.
+
+Sampling is a pure function of ``(seed, stream, iteration)``: which images make up
+iteration t's batch, and how each is augmented, never depends on what ran before.
+That makes resuming exact (no sampler state to save beyond the iteration) and splits
+a global batch over data-parallel workers without a sampler per worker: every rank
+computes the same global batch and takes its own slice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import InterpolationMode
+
+from pctkit.components.contracts import IGNORE_INDEX, DataError, RawSample, SampleSource
+from pctkit.palette import load_mask_png
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed from any parts, stable across processes and Python versions."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+@dataclass(frozen=True)
+class AugmentationSettings:
+    """Plain copy of the recipe's ``[augmentation]`` (the engine reads no recipe types
+    below this line, so workers pickle little)."""
+
+    scale_range: tuple[float, float] = (1.0, 1.0)
+    crop_size: int = 0
+    horizontal_flip: bool = False
+    color_jitter: float = 0.0
+    gaussian_blur: float = 0.0
+    rotation: float = 0.0
+
+
+def to_tensors(sample: RawSample, mask: np.ndarray | None) -> tuple[Tensor, Tensor]:
+    """``uint8`` image ``(3, H, W)`` and long mask ``(H, W)`` (255 where no mask)."""
+    image = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)
+    if mask is None:
+        target = torch.full(image.shape[1:], IGNORE_INDEX, dtype=torch.long)
+    else:
+        target = torch.from_numpy(np.ascontiguousarray(mask)).long()
+    return image, target
+
+
+def augment(
+    image: Tensor, mask: Tensor, settings: AugmentationSettings, rng: np.random.Generator
+) -> tuple[Tensor, Tensor]:
+    """Apply the declared augmentation to an image and its mask together.
+
+    Geometry is shared (masks use nearest neighbour and ignore-fill only); photometric
+    changes touch the image alone.
+    """
+    low, high = settings.scale_range
+    if high > low or low != 1.0:
+        scale = float(rng.uniform(low, high))
+        size = [max(1, round(image.shape[1] * scale)), max(1, round(image.shape[2] * scale))]
+        image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        mask = TF.resize(mask[None], size, interpolation=InterpolationMode.NEAREST)[0]
+    if settings.rotation > 0:
+        angle = float(rng.uniform(-settings.rotation, settings.rotation))
+        image = TF.rotate(image, angle, interpolation=InterpolationMode.BILINEAR, fill=[0.0])
+        mask = TF.rotate(mask[None], angle, interpolation=InterpolationMode.NEAREST, fill=[IGNORE_INDEX])[0]
+    if settings.crop_size > 0:
+        crop = settings.crop_size
+        pad_h, pad_w = max(0, crop - image.shape[1]), max(0, crop - image.shape[2])
+        if pad_h or pad_w:
+            image = TF.pad(image, [0, 0, pad_w, pad_h], fill=0)
+            mask = TF.pad(mask[None], [0, 0, pad_w, pad_h], fill=IGNORE_INDEX)[0]
+        top = int(rng.integers(0, image.shape[1] - crop + 1))
+        left = int(rng.integers(0, image.shape[2] - crop + 1))
+        image = image[:, top : top + crop, left : left + crop]
+        mask = mask[top : top + crop, left : left + crop]
+    if settings.horizontal_flip and rng.random() < 0.5:
+        image = image.flip(-1)
+        mask = mask.flip(-1)
+    if settings.color_jitter > 0:
+        strength = settings.color_jitter
+        image = TF.adjust_brightness(image, float(rng.uniform(1 - strength, 1 + strength)))
+        image = TF.adjust_contrast(image, float(rng.uniform(1 - strength, 1 + strength)))
+        image = TF.adjust_saturation(image, float(rng.uniform(1 - strength, 1 + strength)))
+    if settings.gaussian_blur > 0 and rng.random() < settings.gaussian_blur:
+        sigma = float(rng.uniform(0.1, 2.0))
+        kernel = 2 * math.ceil(2 * sigma) + 1
+        image = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+    return image.contiguous(), mask.contiguous()
+
+
+def labels_vector(image_labels: Sequence[int], num_classes: int, name: str) -> Tensor:
+    """Multi-hot ``(C,)`` float labels with background always set."""
+    vector = torch.zeros(num_classes)
+    for label in image_labels:
+        if not 0 <= label < num_classes:
+            raise DataError(f"{name}: image label {label} is outside 0..{num_classes - 1}")
+        vector[label] = 1.0
+    vector[0] = 1.0
+    return vector
+
+
+class TrainingImages(Dataset[dict[str, Any]]):
+    """Training samples, augmented, indexed by ``(image index, augmentation seed)``.
+
+    Args:
+        source: the raw samples.
+        num_classes: class count (for the multi-hot labels).
+        augmentation: what to apply.
+        pseudo_label_dir: where to read a label for images without a mask (the
+            retraining stage); ``None`` leaves them unlabelled (all 255).
+    """
+
+    def __init__(
+        self,
+        source: SampleSource,
+        num_classes: int,
+        augmentation: AugmentationSettings,
+        pseudo_label_dir: Path | None = None,
+    ) -> None:
+        self.source = source
+        self.num_classes = num_classes
+        self.augmentation = augmentation
+        self.pseudo_label_dir = pseudo_label_dir
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, seed = key
+        sample = self.source[index]
+        mask = sample.mask
+        has_mask = mask is not None
+        if mask is None and self.pseudo_label_dir is not None:
+            path = self.pseudo_label_dir / f"{sample.name}.png"
+            if not path.is_file():
+                raise DataError(f"pseudo label missing for {sample.name!r}: {path}")
+            mask = load_mask_png(path)
+        image, target = to_tensors(sample, mask)
+        image, target = augment(image, target, self.augmentation, np.random.default_rng(seed))
+        return {
+            "image": image,
+            "mask": target,
+            "image_labels": labels_vector(sample.image_labels, self.num_classes, sample.name),
+            "has_mask": has_mask,
+            "index": index,
+        }
+
+
+class EvaluationImages(Dataset[dict[str, Any]]):
+    """Unaugmented images with their masks (reference masks where asked)."""
+
+    def __init__(self, source: SampleSource, num_classes: int, use_reference: bool = False) -> None:
+        self.source = source
+        self.num_classes = num_classes
+        self.use_reference = use_reference
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.source[index]
+        mask = sample.reference_mask if self.use_reference else sample.mask
+        image, target = to_tensors(sample, mask)
+        return {
+            "image": image,
+            "mask": target,
+            "image_labels": labels_vector(sample.image_labels, self.num_classes, sample.name),
+            "has_mask": sample.mask is not None,
+            "index": index,
+            "name": sample.name,
+        }
+
+
+def pad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples, padding images (0) and masks (255) at the bottom/right to a
+    common size; ``sizes`` keeps each image's own size."""
+    height = max(int(item["image"].shape[1]) for item in items)
+    width = max(int(item["image"].shape[2]) for item in items)
+    images = torch.zeros(len(items), 3, height, width, dtype=items[0]["image"].dtype)
+    masks = torch.full((len(items), height, width), IGNORE_INDEX, dtype=torch.long)
+    for slot, item in enumerate(items):
+        h, w = item["image"].shape[1:]
+        images[slot, :, :h, :w] = item["image"]
+        masks[slot, :h, :w] = item["mask"]
+    batch: dict[str, Any] = {
+        "image": images,
+        "mask": masks,
+        "image_labels": torch.stack([item["image_labels"] for item in items]),
+        "has_mask": torch.tensor([bool(item["has_mask"]) for item in items]),
+        "index": torch.tensor([int(item["index"]) for item in items]),
+        "sizes": [tuple(int(s) for s in item["image"].shape[1:]) for item in items],
+    }
+    if "name" in items[0]:
+        batch["name"] = [item["name"] for item in items]
+    return batch
+
+
+class IterationBatches(Sampler[list[tuple[int, int]]]):
+    """Batches for iterations ``start..end-1`` of one stream, each a list of
+    ``(image index, augmentation seed)`` for this worker's slice of the global batch.
+
+    Epochs are shuffles of ``pool`` seeded by ``(seed, stream, epoch)``; iteration t
+    takes the global positions ``t*B .. t*B+B-1`` of that endless sequence.
+    """
+
+    def __init__(
+        self,
+        pool: Sequence[int],
+        global_batch_size: int,
+        seed: int,
+        stream: str,
+        start: int,
+        end: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not pool:
+            raise DataError(f"the {stream} stream has no images to sample")
+        if global_batch_size % world_size:
+            raise ValueError(
+                f"{stream} batch size {global_batch_size} is not divisible by {world_size} workers"
+            )
+        self.pool = list(pool)
+        self.global_batch_size = global_batch_size
+        self.seed = seed
+        self.stream = stream
+        self.start = start
+        self.end = end
+        self.rank = rank
+        self.world_size = world_size
+        self._epoch_cache: dict[int, list[int]] = {}
+
+    def _epoch(self, epoch: int) -> list[int]:
+        if epoch not in self._epoch_cache:
+            generator = torch.Generator().manual_seed(stable_seed(self.seed, self.stream, epoch))
+            order = torch.randperm(len(self.pool), generator=generator).tolist()
+            self._epoch_cache = {epoch: [self.pool[i] for i in order]}
+        return self._epoch_cache[epoch]
+
+    def global_batch(self, iteration: int) -> list[tuple[int, int]]:
+        """Every worker's samples of one iteration."""
+        items = []
+        for slot in range(self.global_batch_size):
+            position = iteration * self.global_batch_size + slot
+            epoch, offset = divmod(position, len(self.pool))
+            index = self._epoch(epoch)[offset]
+            items.append((index, stable_seed(self.seed, self.stream, "augment", position)))
+        return items
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for iteration in range(self.start, self.end):
+            yield self.global_batch(iteration)[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def make_loader(
+    dataset: Dataset[Any],
+    batch_sampler: Sampler[Any],
+    num_workers: int,
+    pin_memory: bool,
+    persistent_workers: bool,
+) -> DataLoader[Any]:
+    """A DataLoader over a batch sampler, with the recipe's worker settings."""
+    return DataLoader(
+        dataset,
+        batch_sampler=batch_sampler,
+        collate_fn=pad_collate,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers and num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+
+
+def images_to_float(images: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
+    """``uint8`` images to float in [0, 1] on ``device`` (normalisation is the net's)."""
+    images = images.to(device, non_blocking=True).float().div_(255.0)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images

@@ -1,0 +1,94 @@
+"""Dynamic evaluation: the pseudo net's running per-class IoU, J (METHOD.md step 3)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+IGNORE_INDEX = 255
+
+
+class DynamicEvaluation:
+    """Momentum-accumulated per-class pixel counts of the pseudo net on strong images.
+
+    ``T_c ← m T_c + #gt=c``, ``P_c ← m P_c + #pred=c``, ``TP_c ← m TP_c + #gt=pred=c``
+    and ``J_c = TP_c / (T_c + P_c − TP_c)``, initialised ``T = 1, P = TP = 0`` (J = 0).
+    Pixels whose ground truth is ``ignore_index`` are left out of all three counts.
+    Under data parallelism one iteration's counts are summed over all workers before
+    the update, so every worker holds the same J.
+    """
+
+    def __init__(self, num_classes: int, momentum: float = 0.99, ignore_index: int = IGNORE_INDEX) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.num_classes = num_classes
+        self.momentum = momentum
+        self.ignore_index = ignore_index
+        self.target_counts = torch.ones(num_classes, dtype=torch.float64)
+        self.predicted_counts = torch.zeros(num_classes, dtype=torch.float64)
+        self.true_positive_counts = torch.zeros(num_classes, dtype=torch.float64)
+
+    def counts(self, pred: Tensor, gt: Tensor) -> Tensor:
+        """One batch's ``(3, C)`` counts: ground truth, prediction, true positives."""
+        valid = gt != self.ignore_index
+        gt_valid = gt[valid].to(torch.int64)
+        pred_valid = pred[valid].to(torch.int64)
+        c = self.num_classes
+        return torch.stack(
+            [
+                torch.bincount(gt_valid, minlength=c),
+                torch.bincount(pred_valid, minlength=c),
+                torch.bincount(gt_valid[gt_valid == pred_valid], minlength=c),
+            ]
+        ).to(torch.float64)
+
+    def update(self, pred: Tensor, gt: Tensor, decay: bool = True) -> None:
+        """Fold one iteration's predictions (``(N, H, W)``) against ground truth into J.
+
+        Args:
+            decay: apply the momentum. ``False`` adds the counts of a further
+                micro-batch of the same iteration (gradient accumulation), so that the
+                counts after the iteration equal those of one big batch.
+        """
+        batch_counts = self.counts(pred, gt)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_counts, op=dist.ReduceOp.SUM)
+        batch_counts = batch_counts.cpu()
+        m = self.momentum if decay else 1.0
+        self.target_counts = m * self.target_counts + batch_counts[0]
+        self.predicted_counts = m * self.predicted_counts + batch_counts[1]
+        self.true_positive_counts = m * self.true_positive_counts + batch_counts[2]
+
+    @property
+    def scores(self) -> Tensor:
+        """J per class, ``(C,)`` float64 in [0, 1]."""
+        union = self.target_counts + self.predicted_counts - self.true_positive_counts
+        return self.true_positive_counts / union
+
+    def image_weights(self, image_labels: Tensor, power: float) -> Tensor:
+        """``w_n = (min_{c: y_nc = 1} J_c) ** power`` for each image, ``(N,)`` float32."""
+        scores = self.scores.to(image_labels.device, torch.float32)
+        present = image_labels.to(torch.bool)
+        # Absent classes must not win the min: give them the largest possible score.
+        masked = torch.where(present, scores.expand_as(present), torch.ones_like(scores))
+        return masked.amin(dim=1).pow(power)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The three count vectors, for checkpoints."""
+        return {
+            "target_counts": self.target_counts.clone(),
+            "predicted_counts": self.predicted_counts.clone(),
+            "true_positive_counts": self.true_positive_counts.clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore the counts saved by :meth:`state_dict`."""
+        for key in ("target_counts", "predicted_counts", "true_positive_counts"):
+            value = state[key].to(torch.float64).cpu()
+            if value.shape != (self.num_classes,):
+                raise ValueError(
+                    f"dynamic evaluation state {key!r} has shape {tuple(value.shape)}, "
+                    f"expected ({self.num_classes},)"
+                )
+            setattr(self, key, value.clone())

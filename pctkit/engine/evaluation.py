@@ -1,0 +1,121 @@
+"""Evaluation: mIoU over a whole split, plain and with image labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from pctkit.components.contracts import SampleSource
+from pctkit.engine.data import EvaluationImages, images_to_float, pad_collate
+from pctkit.engine.distributed import all_reduce_sum, current_world
+from pctkit.engine.model import multi_scale_logits
+from pctkit.losses import class_aware_prediction
+from pctkit.metrics import ConfusionMatrix
+
+
+@dataclass
+class EvaluationResult:
+    """Confusion matrices of one network on one split."""
+
+    plain: ConfusionMatrix
+    with_labels: ConfusionMatrix
+    class_names: list[str]
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """mIoU and per-class IoU, JSON-friendly."""
+
+        def per_class(matrix: ConfusionMatrix) -> dict[str, float | None]:
+            return {
+                name: (None if torch.isnan(value) else round(float(value), 6))
+                for name, value in zip(self.class_names, matrix.iou(), strict=True)
+            }
+
+        return {
+            "miou": self.plain.miou(),
+            "miou_with_labels": self.with_labels.miou(),
+            "pixel_accuracy": self.plain.pixel_accuracy(),
+            "iou": per_class(self.plain),
+            "iou_with_labels": per_class(self.with_labels),
+        }
+
+
+def autocast_context(device: torch.device, precision: str) -> Any:
+    """An autocast context for the precision (``fp32`` disables it)."""
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    net: nn.Module,
+    source: SampleSource,
+    class_names: list[str],
+    device: torch.device,
+    *,
+    batch_size: int = 16,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    precision: str = "fp32",
+    use_reference: bool = False,
+    num_examples: int = 0,
+    progress: Any = None,
+) -> EvaluationResult:
+    """mIoU of ``net`` over ``source`` (sharded over workers, matrices summed).
+
+    Args:
+        use_reference: score against the samples' reference masks (pseudo-label
+            quality on weak images) instead of their training masks.
+        num_examples: keep this many (image, gt, prediction) triples for pictures.
+        progress: optional callable ``(advance: int)`` for a progress bar.
+    """
+    world = current_world()
+    num_classes = len(class_names)
+    dataset = EvaluationImages(source, num_classes, use_reference=use_reference)
+    shard = Subset(dataset, list(range(world.rank, len(dataset), world.world_size)))
+    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=pad_collate)
+    plain = ConfusionMatrix(num_classes)
+    with_labels = ConfusionMatrix(num_classes)
+    examples: list[dict[str, Any]] = []
+    was_training = net.training
+    net.eval()
+    for batch in loader:
+        images = images_to_float(batch["image"], device)
+        with autocast_context(device, precision):
+            logits = multi_scale_logits(net, images, scales, flip)
+        labels = batch["image_labels"].to(device)
+        prediction = logits.argmax(1).cpu()
+        prediction_with_labels = class_aware_prediction(logits, labels).cpu()
+        plain.update(prediction, batch["mask"])
+        with_labels.update(prediction_with_labels, batch["mask"])
+        for slot in range(len(batch["sizes"])):
+            if len(examples) >= num_examples:
+                break
+            height, width = batch["sizes"][slot]
+            examples.append(
+                {
+                    "image": batch["image"][slot, :, :height, :width],
+                    "mask": batch["mask"][slot, :height, :width],
+                    "prediction": prediction[slot, :height, :width],
+                    "prediction_with_labels": prediction_with_labels[slot, :height, :width],
+                    "name": batch["name"][slot],
+                }
+            )
+        if progress is not None:
+            progress(len(batch["sizes"]) * world.world_size)
+    net.train(was_training)
+    all_reduce_sum(plain.matrix)
+    all_reduce_sum(with_labels.matrix)
+    return EvaluationResult(plain, with_labels, class_names, examples)
+
+
+def class_aware_or_plain(logits: Tensor, labels: Tensor | None) -> Tensor:
+    """Class-aware prediction when image labels are known, plain argmax otherwise."""
+    return logits.argmax(1) if labels is None else class_aware_prediction(logits, labels)

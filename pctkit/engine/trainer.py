@@ -1,0 +1,386 @@
+"""The iteration loop shared by both training stages.
+
+A :class:`Stage` says what to train (nets, optimizers, schedules, extra state such as
+the dynamic evaluation) and how to compute one micro-batch's loss; :func:`run_stage`
+does the rest the same way for every stage: mixed precision, gradient accumulation,
+optimizer and schedule steps, non-finite checks, logging, validation and checkpoints.
+The step keeps host synchronisation to logging intervals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from pctkit.artifacts.io import load_state, save_state
+from pctkit.engine.cross_training import StepResult
+from pctkit.engine.distributed import all_reduce_sum, barrier, current_world
+from pctkit.engine.evaluation import autocast_context
+
+
+class Stateful(Protocol):
+    """Anything with ``state_dict`` / ``load_state_dict``."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> Any: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM: the current step finished and a checkpoint was written."""
+
+
+@dataclass
+class Stage:
+    """Everything one training stage needs beyond the shared loop.
+
+    Attributes:
+        name: ``"cross_training"`` or ``"retraining"``.
+        nets: the networks trained, by name (``hybrid``, ``pseudo``, ``net``).
+        optimizers / schedulers: one per net, same names.
+        extra_state: further state to checkpoint (the dynamic evaluation).
+        micro_batches: ``iteration -> list of micro-batches`` on the device.
+        compute: ``(micro_batch, index_in_iteration) -> StepResult``.
+        evaluate: ``iteration -> metrics`` (validation), or ``None``.
+        log_extra: ``() -> metrics`` added to each log record (J, for instance).
+    """
+
+    name: str
+    nets: dict[str, nn.Module]
+    optimizers: dict[str, Optimizer]
+    schedulers: dict[str, LRScheduler]
+    extra_state: dict[str, Stateful]
+    micro_batches: Callable[[int], Iterator[list[Any]]]
+    compute: Callable[[Any, int], StepResult]
+    total_iterations: int
+    accumulate: int = 1
+    log_interval: int = 50
+    eval_interval: int = 0
+    checkpoint_interval: int = 0
+    keep_last: int = 2
+    skip_nonfinite: bool = False
+    evaluate: Callable[[int], dict[str, Any]] | None = None
+    log_extra: Callable[[], dict[str, Any]] | None = None
+    best_metric: str = ""
+
+
+@dataclass
+class LoopContext:
+    """Where a stage writes, and how it reports."""
+
+    run_dir: Path
+    device: torch.device
+    precision: str = "fp32"
+    log: Callable[[dict[str, Any]], None] = lambda record: None
+    progress: Callable[[int], None] = lambda advance: None
+    describe: Callable[[str], None] = lambda text: None
+    stop_after: int | None = None
+    """Testing aid: raise :class:`TrainingInterrupted` after this iteration."""
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random state (torch, CUDA, numpy, Python), storable without pickle."""
+    numpy_state: Any = np.random.get_state()
+    python_version, python_internal, python_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(numpy_state[1], dtype=np.int64)),
+            "position": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
+        "python": {"version": python_version, "internal": list(python_internal), "gauss": python_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"].cpu())
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _unwrap(net: nn.Module) -> nn.Module:
+    inner = getattr(net, "module", net)  # DDP
+    inner = getattr(inner, "_orig_mod", inner)  # torch.compile
+    return inner
+
+
+def checkpoint_dir(run_dir: Path, stage: str, iteration: int) -> Path:
+    """``checkpoints/<stage>-<iteration>``."""
+    return run_dir / "checkpoints" / f"{stage}-{iteration:08d}"
+
+
+def stage_state(stage: Stage, scaler: torch.amp.GradScaler | None, iteration: int) -> dict[str, Any]:
+    """The complete training state of a stage at the end of ``iteration`` iterations."""
+    return {
+        "nets": {name: _unwrap(net).state_dict() for name, net in stage.nets.items()},
+        "optimizers": {name: opt.state_dict() for name, opt in stage.optimizers.items()},
+        "schedulers": {name: sch.state_dict() for name, sch in stage.schedulers.items()},
+        "extra": {name: obj.state_dict() for name, obj in stage.extra_state.items()},
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "rng": rng_state(),
+        "iteration": iteration,
+    }
+
+
+def load_stage_state(stage: Stage, scaler: torch.amp.GradScaler | None, state: dict[str, Any]) -> int:
+    """Restore a stage from :func:`stage_state`; returns the iteration to continue from."""
+    for name, net in stage.nets.items():
+        _unwrap(net).load_state_dict(state["nets"][name])
+    for name, optimizer in stage.optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+    for name, scheduler in stage.schedulers.items():
+        scheduler.load_state_dict(state["schedulers"][name])
+    for name, obj in stage.extra_state.items():
+        obj.load_state_dict(state["extra"][name])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return int(state["iteration"])
+
+
+def write_checkpoint(
+    context: LoopContext, stage: Stage, scaler: torch.amp.GradScaler | None, iteration: int, kind: str
+) -> Path:
+    """Save a checkpoint (rank 0) and prune old periodic ones; returns its folder."""
+    directory = checkpoint_dir(context.run_dir, stage.name, iteration)
+    if kind == "best":
+        directory = context.run_dir / "checkpoints" / f"{stage.name}-best"
+    if current_world().is_main:
+        save_state(
+            directory,
+            stage_state(stage, scaler, iteration),
+            {"stage": stage.name, "iteration": iteration, "kind": kind, "time": time.time()},
+        )
+        if kind == "periodic":
+            periodic = sorted((context.run_dir / "checkpoints").glob(f"{stage.name}-0*"))
+            for old in periodic[: -stage.keep_last]:
+                _remove_tree(old)
+    barrier()
+    return directory
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: Path, stage: str) -> Path | None:
+    """The newest complete periodic checkpoint of a stage, if any."""
+    candidates = sorted((run_dir / "checkpoints").glob(f"{stage}-0*"))
+    complete = [c for c in candidates if (c / "state.json").is_file() and (c / "state.safetensors").is_file()]
+    return complete[-1] if complete else None
+
+
+# --------------------------------------------------------------------------- signals
+
+
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                self._previous[signal_number] = signal.signal(signal_number, self._handle)
+        return self
+
+    def _handle(self, signal_number: int, frame: FrameType | None) -> None:
+        if self.requested is not None:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signal_number).name
+
+    def __exit__(self, *exc: object) -> None:
+        for signal_number, handler in self._previous.items():
+            signal.signal(signal_number, handler)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def run_stage(
+    stage: Stage, context: LoopContext, start_iteration: int = 0, scaler: torch.amp.GradScaler | None = None
+) -> dict[str, Any]:
+    """Train ``stage`` from ``start_iteration`` to its end; returns the last metrics."""
+    device = context.device
+    for net in stage.nets.values():
+        net.train()
+    term_sums: dict[str, Tensor] = {}
+    steps_in_window = 0
+    first_bad: Tensor | None = None  # per term, first iteration with a non-finite value
+    window_start = time.perf_counter()
+    last_metrics: dict[str, Any] = {}
+    best_value = float("-inf")
+    batches = stage.micro_batches(start_iteration)
+    with _StopRequest() as stop:
+        for iteration in range(start_iteration, stage.total_iterations):
+            micro_batches = next(batches)
+            step_terms: dict[str, Tensor] = {}
+            for micro_index, micro_batch in enumerate(micro_batches):
+                with autocast_context(device, context.precision):
+                    result = stage.compute(micro_batch, micro_index)
+                loss = result.loss / len(micro_batches)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+                for name, value in result.terms.items():
+                    step_terms[name] = step_terms.get(name, 0) + value.float() / len(micro_batches)
+                step_terms["loss"] = step_terms.get("loss", 0) + loss.detach().float()
+
+            finite = torch.stack([torch.isfinite(v).all() for v in step_terms.values()])
+            if stage.skip_nonfinite:
+                # One host sync per step: the price of deciding now whether to step.
+                bad = all_reduce_sum((~finite).any().float().reshape(1))
+                if bool(bad.item() > 0):
+                    for optimizer in stage.optimizers.values():
+                        optimizer.zero_grad(set_to_none=True)
+                    context.log({"stage": stage.name, "iteration": iteration + 1, "skipped_nonfinite": True})
+                    for scheduler in stage.schedulers.values():
+                        scheduler.step()
+                    context.progress(1)
+                    continue
+            else:
+                marker = torch.where(
+                    finite,
+                    torch.full_like(finite, -1, dtype=torch.long),
+                    torch.full_like(finite, iteration + 1, dtype=torch.long),
+                )
+                first_bad = marker if first_bad is None else torch.where(first_bad < 0, marker, first_bad)
+
+            for optimizer in stage.optimizers.values():
+                if scaler is not None:
+                    scaler.step(optimizer)
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.update()
+            for scheduler in stage.schedulers.values():
+                scheduler.step()
+
+            for name, value in step_terms.items():
+                term_sums[name] = term_sums.get(name, 0) + value
+            steps_in_window += 1
+            done = iteration + 1
+            context.progress(1)
+
+            at_log = done % stage.log_interval == 0 or done == stage.total_iterations
+            if at_log and first_bad is not None and bool((first_bad >= 0).any()):
+                names = list(step_terms)
+                problems = [
+                    f"{names[i]} at iteration {int(first_bad[i])}"
+                    for i in range(len(names))
+                    if first_bad[i] >= 0
+                ]
+                raise NonFiniteLossError(
+                    f"{stage.name}: non-finite loss ({'; '.join(problems)}). The last good "
+                    f"checkpoint is kept. Lower the learning rate, use fp32 or bf16, or set "
+                    f"{'cross_training' if stage.name == 'cross_training' else 'retrain'}"
+                    ".skip_nonfinite = true to skip such steps."
+                )
+            if at_log:
+                elapsed = time.perf_counter() - window_start
+                record: dict[str, Any] = {"stage": stage.name, "iteration": done}
+                for name, total in term_sums.items():
+                    record[name] = float(total) / max(1, steps_in_window)
+                record["lr"] = {name: opt.param_groups[0]["lr"] for name, opt in stage.optimizers.items()}
+                record["seconds_per_iteration"] = elapsed / max(1, steps_in_window)
+                if device.type == "cuda":
+                    record["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+                if stage.log_extra is not None:
+                    record.update(stage.log_extra())
+                context.log(record)
+                context.describe(
+                    " ".join(
+                        f"{k}={record[k]:.3f}"
+                        for k in ("loss", "loss_p2h", "mean_w", "loss_ce")
+                        if k in record
+                    )
+                )
+                last_metrics = record
+                term_sums, steps_in_window = {}, 0
+                window_start = time.perf_counter()
+
+            if stage.evaluate is not None and (
+                (stage.eval_interval and done % stage.eval_interval == 0) or done == stage.total_iterations
+            ):
+                metrics = stage.evaluate(done)
+                context.log({"stage": stage.name, "iteration": done, "validation": metrics})
+                for net in stage.nets.values():
+                    net.train()
+                score = (
+                    float(metrics.get(stage.best_metric, float("-inf")))
+                    if stage.best_metric
+                    else float("-inf")
+                )
+                if stage.best_metric and score > best_value:
+                    best_value = score
+                    write_checkpoint(context, stage, scaler, done, "best")
+
+            periodic = stage.checkpoint_interval and done % stage.checkpoint_interval == 0
+            interrupted = stop.requested is not None or (
+                context.stop_after is not None and done >= context.stop_after
+            )
+            if periodic or interrupted or done == stage.total_iterations:
+                write_checkpoint(context, stage, scaler, done, "periodic")
+            if interrupted:
+                raise TrainingInterrupted(
+                    f"{stop.requested or 'stop requested'} during {stage.name}: stopped after iteration "
+                    f"{done}, checkpoint written"
+                )
+    return last_metrics
+
+
+def restore_latest(stage: Stage, context: LoopContext, scaler: torch.amp.GradScaler | None) -> int:
+    """Load a stage's newest checkpoint, if any; returns the iteration to start from."""
+    latest = latest_checkpoint(context.run_dir, stage.name)
+    if latest is None:
+        return 0
+    state, _ = load_state(latest, device="cpu")
+    return load_stage_state(stage, scaler, state)

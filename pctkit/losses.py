@@ -1,0 +1,81 @@
+"""The losses of progressive cross training (METHOD.md), as plain functions.
+
+Shapes: ``logits`` ``(N, C, H, W)``, ``target`` ``(N, H, W)`` long with ``ignore_index``
+for unlabelled pixels, ``image_labels`` ``(N, C)`` in {0, 1} with background (class 0)
+always set.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = 255
+
+
+def class_aware_log_softmax(logits: Tensor, image_labels: Tensor) -> Tensor:
+    """Log of the class-aware softmax: the softmax over the classes the image contains.
+
+    ``p̃_c(i) = y_c exp(f_c(i)) / Σ_k y_k exp(f_k(i))``. Absent classes get ``-inf``.
+    Computed as ``log_softmax`` of the masked logits, so it never overflows, also in
+    fp16/bf16 (METHOD.md [pctkit]).
+    """
+    present = image_labels.to(torch.bool)[:, :, None, None]
+    # log_softmax runs in fp32: under autocast it does anyway, and the masking is exact.
+    masked = logits.float().masked_fill(~present, float("-inf"))
+    return F.log_softmax(masked, dim=1)
+
+
+def class_aware_prediction(logits: Tensor, image_labels: Tensor) -> Tensor:
+    """The argmax over the classes present in each image: ``(N, H, W)`` long."""
+    present = image_labels.to(torch.bool)[:, :, None, None]
+    return logits.float().masked_fill(~present, float("-inf")).argmax(dim=1)
+
+
+def class_aware_cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    image_labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    reduction: Literal["mean", "none", "sum"] = "mean",
+) -> Tensor:
+    """Class-aware cross entropy (CCE): ``-log p̃_{t(i)}(i)`` over valid pixels.
+
+    Args:
+        logits: ``(N, C, H, W)`` at the target's resolution.
+        target: ``(N, H, W)`` class indices; ``ignore_index`` pixels count for nothing.
+        image_labels: ``(N, C)`` multi-hot, background included.
+        ignore_index: label of unlabelled pixels.
+        reduction: ``"mean"`` over valid pixels (0 when there are none), ``"sum"``, or
+            ``"none"`` for per-pixel losses ``(N, H, W)`` (0 at ignored pixels).
+
+    A target class absent from the image labels would cost ``inf``; METHOD.md's union
+    of image labels and mask classes prevents that for ground truth, and class-aware
+    pseudo labels are present by construction.
+    """
+    log_probabilities = class_aware_log_softmax(logits, image_labels)
+    valid = target != ignore_index
+    safe_target = torch.where(valid, target, torch.zeros_like(target))
+    picked = log_probabilities.gather(1, safe_target.unsqueeze(1)).squeeze(1)
+    # where() rather than multiplication: -inf * 0 would be NaN at ignored pixels.
+    per_pixel = torch.where(valid, -picked, torch.zeros_like(picked))
+    if reduction == "none":
+        return per_pixel
+    if reduction == "sum":
+        return per_pixel.sum()
+    return per_pixel.sum() / valid.sum().clamp(min=1)
+
+
+def max_pool_classification_loss(logits: Tensor, image_labels: Tensor) -> Tensor:
+    """Multi-label soft-margin loss on globally max-pooled logits, foreground only.
+
+    Global max pooling over space gives one score per class; the loss is sigmoid binary
+    cross entropy against the image labels over classes ``1..C-1``, averaged over
+    classes and images (``MultiLabelSoftMarginLoss``).
+    """
+    scores = logits.float().amax(dim=(2, 3))[:, 1:]
+    targets = image_labels.float()[:, 1:]
+    return F.binary_cross_entropy_with_logits(scores, targets, reduction="mean")

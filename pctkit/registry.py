@@ -1,0 +1,447 @@
+"""One registry for every kind of component, built-in and plugin alike.
+
+A component is a plain factory (function or class) registered under ``(kind, name)``.
+Built-in components and third-party ones reach the registry the same way: through
+Python entry points in the groups ``pctkit.<kind>`` (``pctkit.backbones``,
+``pctkit.heads``, ...). The entry point's name is the component name and its object is
+the factory. Entry points are read from package metadata at first use; a factory's
+module is imported only when the component is needed, and a plugin that fails to import
+is recorded and reported, never fatal for the others.
+
+Code can also register directly, with :func:`register`, which is what tests and
+notebooks do.
+
+Parameters
+----------
+A factory's *recipe parameters* are its typed keyword arguments. Arguments the engine
+supplies at build time (a head's input channels, an optimizer's parameter groups) are
+positional-only, before ``/``, and are not recipe parameters. Every recipe parameter
+must carry a type annotation; descriptions come from the ``Args:`` section of the
+docstring. The first docstring line is the component's description.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib.metadata
+import inspect
+import re
+import typing
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+KINDS: tuple[str, ...] = ("backbones", "heads", "losses", "datasets", "optimizers", "schedulers")
+"""Every kind of component, also the suffix of its entry-point group."""
+
+BUILTIN_DISTRIBUTION = "pctkit"
+ENTRY_POINT_PREFIX = "pctkit."
+OVERRIDE_PREFIX = "override:"
+"""An entry point named ``override:<name>`` replaces a built-in on purpose."""
+
+_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+
+
+class RegistryError(Exception):
+    """A component cannot be found or used."""
+
+
+class UnknownComponentError(RegistryError, KeyError):
+    """No component of that kind has that name."""
+
+    def __init__(self, kind: str, name: str, available: list[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.available = available
+        self.suggestions = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        message = f"unknown {singular(self.kind)} {self.name!r}"
+        if self.suggestions:
+            message += f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?"
+        if self.available:
+            message += f" Available: {', '.join(self.available)}."
+        return message
+
+
+class BrokenComponentError(RegistryError):
+    """A component exists but cannot be used: its plugin fails to import, or its
+    factory breaks the parameter rules."""
+
+
+@dataclass(frozen=True)
+class PluginProblem:
+    """A plugin entry point or component that could not be used."""
+
+    kind: str
+    name: str
+    origin: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{singular(self.kind)} {self.name!r} from package {self.origin!r}: {self.error}"
+
+
+@dataclass
+class Component:
+    """A registered component: its factory, where it comes from, and its parameters."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    origin: str
+    description: str
+    parameters: type[BaseModel]
+    """A Pydantic model of the recipe parameters (``type`` excluded)."""
+    deprecated_name: str | None = None
+    """Set on an alias entry: the old name that now points to ``name``."""
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the component ships with pctkit itself."""
+        return self.origin == BUILTIN_DISTRIBUTION
+
+    def build(self, *runtime_args: Any, **parameters: Any) -> Any:
+        """Call the factory: engine-supplied arguments first, then recipe parameters."""
+        return self.factory(*runtime_args, **parameters)
+
+
+@dataclass
+class _Pending:
+    """An entry point read from metadata whose module is not imported yet."""
+
+    entry_point: importlib.metadata.EntryPoint
+    origin: str
+    override: bool
+
+
+@dataclass
+class _Registry:
+    components: dict[tuple[str, str], Component] = field(default_factory=dict)
+    pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
+    problems: dict[tuple[str, str], PluginProblem] = field(default_factory=dict)
+    aliases: dict[tuple[str, str], str] = field(default_factory=dict)
+    discovered: bool = False
+
+
+_REGISTRY = _Registry()
+
+
+def singular(kind: str) -> str:
+    """``"backbones"`` -> ``"backbone"``."""
+    return kind[:-1] if kind.endswith("s") else kind
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        close = difflib.get_close_matches(kind, KINDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RegistryError(f"unknown component kind {kind!r}{hint} Kinds: {', '.join(KINDS)}.")
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _docstring_parts(obj: Any) -> tuple[str, dict[str, str]]:
+    """The first docstring line and the per-argument descriptions of ``Args:``."""
+    doc = inspect.getdoc(obj) or ""
+    description = doc.strip().split("\n\n")[0].replace("\n", " ").strip()
+    arguments: dict[str, str] = {}
+    in_args = False
+    current: str | None = None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:", "Parameters:"):
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        if stripped and not line.startswith((" ", "\t")):
+            break  # the next section starts at the left margin
+        match = re.match(r"^\s{0,8}(\w+)(?: \([^)]*\))?:\s*(.*)$", line)
+        if match and line.startswith(("    ", "\t")) and not line.startswith(("        ",)):
+            current = match.group(1)
+            arguments[current] = match.group(2).strip()
+        elif current and stripped:
+            arguments[current] = f"{arguments[current]} {stripped}".strip()
+    return description, arguments
+
+
+def parameters_model(kind: str, name: str, factory: Callable[..., Any]) -> type[BaseModel]:
+    """A Pydantic model of a factory's recipe parameters.
+
+    Raises:
+        BrokenComponentError: a recipe parameter has no type annotation, or the factory
+            takes ``*args``/``**kwargs`` beyond its positional-only runtime inputs.
+    """
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        signature = inspect.signature(target)
+        hints = typing.get_type_hints(target)
+    except (TypeError, ValueError, NameError) as error:
+        raise BrokenComponentError(f"cannot read the signature of {name!r}: {error}") from error
+    _, descriptions = _docstring_parts(factory)
+    if inspect.isclass(factory) and not descriptions:
+        _, descriptions = _docstring_parts(factory.__init__)
+    fields: dict[str, Any] = {}
+    for parameter in signature.parameters.values():
+        if parameter.name == "self" or parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+            continue
+        if parameter.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise BrokenComponentError(
+                f"{singular(kind)} {name!r}: *args/**kwargs cannot be recipe parameters; "
+                "declare each parameter with a type"
+            )
+        if parameter.name not in hints:
+            raise BrokenComponentError(
+                f"{singular(kind)} {name!r}: parameter {parameter.name!r} has no type "
+                "annotation; every recipe parameter must be typed"
+            )
+        if parameter.name == "type":
+            raise BrokenComponentError(
+                f"{singular(kind)} {name!r}: 'type' is reserved for the component name"
+            )
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[parameter.name] = (
+            hints[parameter.name],
+            Field(default, description=descriptions.get(parameter.name)),
+        )
+    model_name = "".join(part.capitalize() for part in re.split(r"[._]", name)) + "Parameters"
+    model: type[BaseModel] = create_model(
+        model_name,
+        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+        **fields,
+    )
+    return model
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _add(
+    kind: str,
+    name: str,
+    factory: Callable[..., Any],
+    origin: str,
+    *,
+    override: bool,
+) -> Component:
+    _check_kind(kind)
+    if not _NAME_PATTERN.match(name):
+        raise RegistryError(
+            f"invalid {singular(kind)} name {name!r}: use lower-case letters, digits and "
+            "'_', with optional '.'-separated version parts (for example 'mynet.v2')"
+        )
+    key = (kind, name)
+    existing = _REGISTRY.components.get(key)
+    if existing is not None and existing.factory is not factory and not override:
+        raise RegistryError(
+            f"{singular(kind)} {name!r} is already registered by {existing.origin!r}; "
+            f"{origin!r} cannot take the name. Pick another name, or replace it on purpose "
+            f"(register(..., override=True), or an entry point named 'override:{name}')."
+        )
+    description, _ = _docstring_parts(factory)
+    if not description:
+        raise BrokenComponentError(f"{singular(kind)} {name!r} has no docstring")
+    component = Component(
+        kind=kind,
+        name=name,
+        factory=factory,
+        origin=origin,
+        description=description,
+        parameters=parameters_model(kind, name, factory),
+    )
+    _REGISTRY.components[key] = component
+    _REGISTRY.problems.pop(key, None)
+    return component
+
+
+def register(
+    kind: str, name: str | None = None, *, override: bool = False, origin: str = "<code>"
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a factory under ``(kind, name)``; used as a decorator.
+
+    Example::
+
+        @register("backbones", "tiny_cnn")
+        def tiny_cnn(*, width: int = 16) -> nn.Module:
+            '''A tiny CNN.'''
+
+    Args:
+        kind: one of :data:`KINDS`.
+        name: the component name used in recipes (``type = "..."``); defaults to the
+            factory's ``__name__``.
+        override: replace an existing component of that name on purpose.
+        origin: where the component comes from, shown by ``pctkit list``.
+    """
+
+    def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+        _discover()
+        component_name = name or factory.__name__
+        _load(kind, component_name)  # a pending entry point of that name clashes too
+        _add(kind, component_name, factory, origin, override=override)
+        return factory
+
+    return decorator
+
+
+def unregister(kind: str, name: str) -> None:
+    """Remove a component registered in code (tests use this to clean up)."""
+    _REGISTRY.components.pop((kind, name), None)
+
+
+def deprecate(kind: str, old_name: str, new_name: str) -> None:
+    """Keep ``old_name`` working as an alias of ``new_name``, with a warning on use."""
+    _check_kind(kind)
+    _REGISTRY.aliases[(kind, old_name)] = new_name
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _distribution_name(entry_point: importlib.metadata.EntryPoint) -> str:
+    dist = getattr(entry_point, "dist", None)
+    return str(dist.metadata["Name"]) if dist is not None else "<unknown>"
+
+
+def _discover() -> None:
+    """Read every ``pctkit.<kind>`` entry point from package metadata (no imports)."""
+    if _REGISTRY.discovered:
+        return
+    _REGISTRY.discovered = True
+    for kind in KINDS:
+        group = ENTRY_POINT_PREFIX + kind
+        seen: dict[str, str] = {}
+        entry_points = sorted(
+            importlib.metadata.entry_points(group=group),
+            # built-ins first, so that a plugin's clash is the one reported
+            key=lambda ep: (_distribution_name(ep) != BUILTIN_DISTRIBUTION, ep.name),
+        )
+        for entry_point in entry_points:
+            origin = _distribution_name(entry_point)
+            override = entry_point.name.startswith(OVERRIDE_PREFIX)
+            name = entry_point.name.removeprefix(OVERRIDE_PREFIX)
+            if name in seen and not override:
+                # The same distribution seen twice (e.g. two paths on sys.path) is harmless.
+                if seen[name] != origin:
+                    _REGISTRY.problems[(kind, f"{name}@{origin}")] = PluginProblem(
+                        kind,
+                        name,
+                        origin,
+                        f"name already taken by package {seen[name]!r}; the plugin's "
+                        f"component is ignored (an entry point named 'override:{name}' "
+                        "replaces it on purpose)",
+                    )
+                continue
+            seen[name] = origin
+            _REGISTRY.pending[(kind, name)] = _Pending(entry_point, origin, override)
+
+
+def _load(kind: str, name: str) -> Component | None:
+    """Import a pending entry point; record a problem instead of raising."""
+    pending = _REGISTRY.pending.pop((kind, name), None)
+    if pending is None:
+        return _REGISTRY.components.get((kind, name))
+    try:
+        factory = pending.entry_point.load()
+    except Exception as error:  # a plugin may raise anything on import
+        _REGISTRY.problems[(kind, name)] = PluginProblem(
+            kind, name, pending.origin, f"import failed: {type(error).__name__}: {error}"
+        )
+        return None
+    try:
+        return _add(kind, name, factory, pending.origin, override=pending.override)
+    except RegistryError as error:
+        _REGISTRY.problems[(kind, name)] = PluginProblem(kind, name, pending.origin, str(error))
+        return None
+
+
+def _load_all(kind: str) -> None:
+    for pending_kind, name in list(_REGISTRY.pending):
+        if pending_kind == kind:
+            _load(kind, name)
+
+
+# --------------------------------------------------------------------------- lookup
+
+
+def names(kind: str) -> list[str]:
+    """Every known name of a kind, usable or not (no plugin is imported)."""
+    _check_kind(kind)
+    _discover()
+    known = {n for k, n in _REGISTRY.components if k == kind}
+    known |= {n for k, n in _REGISTRY.pending if k == kind}
+    return sorted(known)
+
+
+def get(kind: str, name: str) -> Component:
+    """The component ``name`` of ``kind``, importing its plugin if needed.
+
+    Raises:
+        UnknownComponentError: no such name (with close names).
+        BrokenComponentError: the name exists but its plugin or factory is broken.
+    """
+    _check_kind(kind)
+    _discover()
+    if (kind, name) in _REGISTRY.aliases:
+        new_name = _REGISTRY.aliases[(kind, name)]
+        warnings.warn(
+            f"{singular(kind)} {name!r} is deprecated; use {new_name!r}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        name = new_name
+    component = _load(kind, name)
+    if component is not None:
+        return component
+    problem = _REGISTRY.problems.get((kind, name))
+    if problem is not None:
+        raise BrokenComponentError(str(problem))
+    raise UnknownComponentError(kind, name, names(kind))
+
+
+def list_components(kind: str | None = None, pattern: str = "*") -> list[Component]:
+    """Usable components, sorted by kind and name; imports every plugin of the kinds.
+
+    Args:
+        kind: one kind, or ``None`` for all.
+        pattern: shell-style wildcard on the name (``"*resnet*"``).
+    """
+    kinds = [kind] if kind is not None else list(KINDS)
+    found: list[Component] = []
+    for each in kinds:
+        _check_kind(each)
+        _discover()
+        _load_all(each)
+        found += [
+            c for (k, n), c in _REGISTRY.components.items() if k == each and fnmatch.fnmatchcase(n, pattern)
+        ]
+    return sorted(found, key=lambda c: (KINDS.index(c.kind), c.name))
+
+
+def problems(kind: str | None = None) -> list[PluginProblem]:
+    """Plugins and components that could not be loaded (after loading every one)."""
+    kinds = [kind] if kind is not None else list(KINDS)
+    for each in kinds:
+        _discover()
+        _load_all(each)
+    return sorted(
+        (p for p in _REGISTRY.problems.values() if p.kind in kinds),
+        key=lambda p: (KINDS.index(p.kind), p.name),
+    )
+
+
+def aliases(kind: str) -> dict[str, str]:
+    """Deprecated names of a kind and the names they now point to."""
+    return {old: new for (k, old), new in _REGISTRY.aliases.items() if k == kind}
+
+
+def reset() -> None:
+    """Forget everything and re-read entry points on next use (for tests)."""
+    global _REGISTRY
+    _REGISTRY = _Registry()
