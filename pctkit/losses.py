@@ -66,7 +66,13 @@ def class_aware_cross_entropy(
         return per_pixel
     if reduction == "sum":
         return per_pixel.sum()
-    return per_pixel.sum() / valid.sum().clamp(min=1)
+    return finite_mean(per_pixel, valid.sum().clamp(min=1))
+
+
+def finite_mean(values: Tensor, count: Tensor | int) -> Tensor:
+    """``values.sum() / count``, dividing first: each term may be near the float32
+    maximum (logits of 3e38 give such losses), where a plain sum would overflow to inf."""
+    return (values / count).sum()
 
 
 def max_pool_classification_loss(logits: Tensor, image_labels: Tensor) -> Tensor:
@@ -78,4 +84,5 @@ def max_pool_classification_loss(logits: Tensor, image_labels: Tensor) -> Tensor
     """
     scores = logits.float().amax(dim=(2, 3))[:, 1:]
     targets = image_labels.float()[:, 1:]
-    return F.binary_cross_entropy_with_logits(scores, targets, reduction="mean")
+    per_class = F.binary_cross_entropy_with_logits(scores, targets, reduction="none")
+    return finite_mean(per_class, per_class.numel())

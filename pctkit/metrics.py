@@ -27,10 +27,11 @@ class ConfusionMatrix:
         valid = gt != self.ignore_index
         gt_valid = gt[valid].to(torch.int64).cpu()
         pred_valid = pred[valid].to(torch.int64).cpu()
-        if gt_valid.numel() and int(gt_valid.max()) >= self.num_classes:
-            raise ValueError(
-                f"ground truth has class {int(gt_valid.max())} >= num_classes {self.num_classes}"
-            )
+        # Out-of-range classes would silently land in another cell (or break the reshape).
+        for what, values in (("ground truth", gt_valid), ("prediction", pred_valid)):
+            if values.numel() and not 0 <= int(values.min()) <= int(values.max()) < self.num_classes:
+                bad = int(values.max()) if int(values.max()) >= self.num_classes else int(values.min())
+                raise ValueError(f"{what} has class {bad}, outside 0..{self.num_classes - 1}")
         index = gt_valid * self.num_classes + pred_valid
         self.matrix += torch.bincount(index, minlength=self.num_classes**2).reshape(
             self.num_classes, self.num_classes

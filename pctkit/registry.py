@@ -11,6 +11,14 @@ is recorded and reported, never fatal for the others.
 Code can also register directly, with :func:`register`, which is what tests and
 notebooks do.
 
+Names
+-----
+Names are lower case with optional ``.``-separated version parts (``mynet.v2``). A
+plugin that takes a name already in use is reported and ignored; an entry point named
+``override:<name>`` replaces the component on purpose. An entry point named
+``deprecated:<old>`` with the same object as another entry point of its package keeps
+``<old>`` working as an alias that warns.
+
 Parameters
 ----------
 A factory's *recipe parameters* are its typed keyword arguments. Arguments the engine
@@ -30,7 +38,7 @@ import re
 import typing
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -42,6 +50,9 @@ BUILTIN_DISTRIBUTION = "pctkit"
 ENTRY_POINT_PREFIX = "pctkit."
 OVERRIDE_PREFIX = "override:"
 """An entry point named ``override:<name>`` replaces a built-in on purpose."""
+DEPRECATED_PREFIX = "deprecated:"
+"""An entry point named ``deprecated:<old>`` whose object is also registered under a new
+name (same ``module:attr``, same package) keeps ``<old>`` as a warning alias of it."""
 
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
 
@@ -67,6 +78,14 @@ class UnknownComponentError(RegistryError, KeyError):
         if self.available:
             message += f" Available: {', '.join(self.available)}."
         return message
+
+
+class DeprecatedNameWarning(DeprecationWarning):
+    """A recipe names a component by a deprecated alias."""
+
+
+# Python hides DeprecationWarning outside __main__; a recipe's author must see this one.
+warnings.filterwarnings("default", category=DeprecatedNameWarning)
 
 
 class BrokenComponentError(RegistryError):
@@ -98,8 +117,8 @@ class Component:
     description: str
     parameters: type[BaseModel]
     """A Pydantic model of the recipe parameters (``type`` excluded)."""
-    deprecated_name: str | None = None
-    """Set on an alias entry: the old name that now points to ``name``."""
+    replaced_by: str | None = None
+    """Set on a deprecation alias (``name`` is then the old name): the name it points to."""
 
     @property
     def builtin(self) -> bool:
@@ -127,13 +146,16 @@ class _Registry:
     problems: dict[tuple[str, str], PluginProblem] = field(default_factory=dict)
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)
     discovered: bool = False
+    builtin_only: bool = False
 
 
 _REGISTRY = _Registry()
 
 
 def singular(kind: str) -> str:
-    """``"backbones"`` -> ``"backbone"``."""
+    """``"backbones"`` -> ``"backbone"``, ``"losses"`` -> ``"loss"``."""
+    if kind.endswith("sses"):
+        return kind[:-2]
     return kind[:-1] if kind.endswith("s") else kind
 
 
@@ -322,8 +344,14 @@ def _discover() -> None:
             # built-ins first, so that a plugin's clash is the one reported
             key=lambda ep: (_distribution_name(ep) != BUILTIN_DISTRIBUTION, ep.name),
         )
+        deprecations: list[importlib.metadata.EntryPoint] = []
         for entry_point in entry_points:
             origin = _distribution_name(entry_point)
+            if _REGISTRY.builtin_only and origin != BUILTIN_DISTRIBUTION:
+                continue
+            if entry_point.name.startswith(DEPRECATED_PREFIX):
+                deprecations.append(entry_point)
+                continue
             override = entry_point.name.startswith(OVERRIDE_PREFIX)
             name = entry_point.name.removeprefix(OVERRIDE_PREFIX)
             if name in seen and not override:
@@ -340,6 +368,37 @@ def _discover() -> None:
                 continue
             seen[name] = origin
             _REGISTRY.pending[(kind, name)] = _Pending(entry_point, origin, override)
+        for entry_point in deprecations:
+            _add_deprecation(kind, entry_point, entry_points)
+
+
+def _add_deprecation(
+    kind: str, entry_point: importlib.metadata.EntryPoint, group: list[importlib.metadata.EntryPoint]
+) -> None:
+    """Make ``deprecated:<old>`` an alias of the entry point of the same package that
+    names the same object, or record why it cannot be one."""
+    origin = _distribution_name(entry_point)
+    old_name = entry_point.name.removeprefix(DEPRECATED_PREFIX)
+    targets = sorted(
+        {
+            other.name.removeprefix(OVERRIDE_PREFIX)
+            for other in group
+            if other.value == entry_point.value
+            and _distribution_name(other) == origin
+            and not other.name.startswith(DEPRECATED_PREFIX)
+        }
+    )
+    if (kind, old_name) in _REGISTRY.pending:
+        error = "name already taken by a component; the alias is ignored"
+    elif len(targets) != 1:
+        error = (
+            f"a deprecation alias must name the same object ({entry_point.value}) as exactly one "
+            f"other entry point of its package, found {len(targets)}"
+        )
+    else:
+        _REGISTRY.aliases[(kind, old_name)] = targets[0]
+        return
+    _REGISTRY.problems[(kind, old_name)] = PluginProblem(kind, old_name, origin, error)
 
 
 def _load(kind: str, name: str) -> Component | None:
@@ -392,7 +451,7 @@ def get(kind: str, name: str) -> Component:
         new_name = _REGISTRY.aliases[(kind, name)]
         warnings.warn(
             f"{singular(kind)} {name!r} is deprecated; use {new_name!r}",
-            DeprecationWarning,
+            DeprecatedNameWarning,
             stacklevel=2,
         )
         name = new_name
@@ -421,7 +480,22 @@ def list_components(kind: str | None = None, pattern: str = "*") -> list[Compone
         found += [
             c for (k, n), c in _REGISTRY.components.items() if k == each and fnmatch.fnmatchcase(n, pattern)
         ]
+        found += _alias_entries(each, pattern)
     return sorted(found, key=lambda c: (KINDS.index(c.kind), c.name))
+
+
+def _alias_entries(kind: str, pattern: str) -> list[Component]:
+    """Usable deprecation aliases of a kind, as entries named by the old name (so that
+    recipes using it still validate, and `pctkit list` shows it)."""
+    entries: list[Component] = []
+    for (alias_kind, old_name), new_name in _REGISTRY.aliases.items():
+        target = _REGISTRY.components.get((kind, new_name))
+        if alias_kind != kind or target is None or (kind, old_name) in _REGISTRY.components:
+            continue
+        if fnmatch.fnmatchcase(old_name, pattern):
+            description = f"Deprecated: use {new_name!r}. {target.description}"
+            entries.append(replace(target, name=old_name, description=description, replaced_by=new_name))
+    return entries
 
 
 def problems(kind: str | None = None) -> list[PluginProblem]:
@@ -441,7 +515,12 @@ def aliases(kind: str) -> dict[str, str]:
     return {old: new for (k, old), new in _REGISTRY.aliases.items() if k == kind}
 
 
-def reset() -> None:
-    """Forget everything and re-read entry points on next use (for tests)."""
+def reset(*, builtin_only: bool = False) -> None:
+    """Forget everything and re-read entry points on next use (for tests).
+
+    Args:
+        builtin_only: read pctkit's own entry points only, ignoring installed plugins
+            (the published JSON Schema and the reference docs describe pctkit alone).
+    """
     global _REGISTRY
-    _REGISTRY = _Registry()
+    _REGISTRY = _Registry(builtin_only=builtin_only)

@@ -31,6 +31,13 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def _default_file_mode() -> int:
+    """The mode ``open`` gives a new file: 0666 less the process's umask."""
+    umask = os.umask(0o022)  # reading the umask means setting it; put it back at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +69,9 @@ def save_tensors(
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     plain = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
     save_file(plain, str(temporary), metadata=dict(metadata) if metadata else None)
+    # safetensors creates its files private (0600); give them the usual permissions,
+    # so that exported bundles and run outputs can be shared like any other file.
+    os.chmod(temporary, _default_file_mode())
     with open(temporary, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
@@ -122,8 +132,11 @@ def unflatten_state(tree: Any, tensors: Mapping[str, Tensor]) -> Any:
 
 def save_state(directory: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     """Save a nested training state as ``state.safetensors`` + ``state.json`` in a new
-    folder, atomically: it is written beside, then renamed into place."""
+    folder, atomically: it is written beside (``.<name>.partial``), then renamed into
+    place. A folder of the same name is moved aside first and deleted only once the new
+    one is in place, so a crash at any point leaves a complete copy on disk."""
     tree, tensors = flatten_state(dict(state), "state")
+    _recover(directory)
     staging = directory.with_name(f".{directory.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)
@@ -131,14 +144,42 @@ def save_state(directory: Path, state: Mapping[str, Any], metadata: Mapping[str,
     save_tensors(staging / "state.safetensors", tensors)
     atomic_write_json(staging / "state.json", {"metadata": dict(metadata), "tree": tree})
     _fsync_directory(staging)
+    previous = _previous(directory)
     if directory.exists():
-        shutil.rmtree(directory)
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(directory, previous)
     os.replace(staging, directory)
     _fsync_directory(directory.parent)
+    if previous.exists():
+        shutil.rmtree(previous)
+
+
+def _previous(directory: Path) -> Path:
+    """Where :func:`save_state` moves a folder it replaces until the new one is in place."""
+    return directory.with_name(f".{directory.name}.previous")
+
+
+def _recover(directory: Path) -> None:
+    """Undo a replacement a crash interrupted: the moved-aside copy comes back."""
+    previous = _previous(directory)
+    if previous.is_dir() and not directory.exists():
+        os.replace(previous, directory)
+
+
+def read_state_metadata(directory: Path) -> dict[str, Any] | None:
+    """The metadata of a state saved by :func:`save_state`, or ``None`` if there is none."""
+    _recover(directory)
+    path = directory / "state.json"
+    if not path.is_file():
+        return None
+    metadata: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["metadata"]
+    return metadata
 
 
 def load_state(directory: Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
     """Load what :func:`save_state` wrote: ``(state, metadata)``."""
+    _recover(directory)
     document = json.loads((directory / "state.json").read_text(encoding="utf-8"))
     tensors = load_tensors(directory / "state.safetensors", device)
     state = unflatten_state(document["tree"], tensors)
@@ -146,8 +187,17 @@ def load_state(directory: Path, device: str = "cpu") -> tuple[dict[str, Any], di
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one JSON line and flush it to disk (metrics survive a crash)."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """Append one JSON line and flush it to disk (metrics survive a crash).
+
+    A line torn by a crash is ended first, so that it does not swallow the new record.
+    """
+    line = (json.dumps(record) + "\n").encode("utf-8")
+    with open(path, "ab+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
+        handle.write(line)  # append mode: always at the end, wherever the reads left off
         handle.flush()
         os.fsync(handle.fileno())

@@ -12,6 +12,13 @@ from pctkit import __version__
 from pctkit.artifacts.io import load_tensors, save_tensors
 
 
+def _inner(net: nn.Module) -> nn.Module:
+    """The plain module inside DDP and ``torch.compile`` wrappers."""
+    inner = getattr(net, "module", net)
+    inner = getattr(inner, "_orig_mod", inner)
+    return inner
+
+
 def save_net(
     path: Path,
     net: nn.Module,
@@ -22,9 +29,11 @@ def save_net(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write a network's weights with a metadata header: class names, normalisation,
-    the ``[model]`` recipe section that builds it, and the pctkit version."""
-    inner = getattr(net, "module", net)
-    inner = getattr(inner, "_orig_mod", inner)
+    the ``[model]`` recipe section that builds it, and the pctkit version.
+
+    ``extra`` entries (palette, input size, ...) are stored JSON-encoded beside them.
+    """
+    inner = _inner(net)
     mean_buffer: Any = getattr(inner, "mean", None)
     std_buffer: Any = getattr(inner, "std", None)
     mean = [float(v) for v in mean_buffer.flatten()] if mean_buffer is not None else []
@@ -60,5 +69,40 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 def load_weights(net: nn.Module, path: Path) -> None:
     """Load weights saved by :func:`save_net` into ``net`` (strict)."""
-    inner = getattr(net, "module", net)
-    inner.load_state_dict(load_tensors(path))
+    _inner(net).load_state_dict(load_tensors(path))
+
+
+def rebuild_net(model_section: dict[str, Any], num_classes: int, weights: Path) -> nn.Module:
+    """The network a ``[model]`` section describes, with ``weights`` loaded, in eval mode.
+
+    Keys that only choose initial weights (``pretrained``) are dropped: the saved
+    weights replace them, and the file they name need not exist where the net is used.
+    """
+    from pctkit.engine.build import build_net  # the engine builds; artifacts only store
+    from pctkit.recipe.schema import Model
+
+    model = Model.model_validate(without_initial_weights(model_section))
+    net = build_net(model, num_classes)
+    load_weights(net, weights)
+    return net.eval()
+
+
+def without_initial_weights(model_section: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a ``[model]`` section without its components' ``pretrained*`` keys."""
+    cleaned = json.loads(json.dumps(model_section))
+    for part in ("backbone", "head"):
+        component = cleaned.get(part)
+        if isinstance(component, dict):
+            for key in [k for k in component if k.startswith("pretrained")]:
+                del component[key]
+    return dict(cleaned)
+
+
+def net_from_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network from a file written by :func:`save_net` alone; returns it (in
+    eval mode) with the file's metadata."""
+    metadata = read_metadata(path)
+    if "model" not in metadata or "class_names" not in metadata:
+        raise ValueError(f"{path} was not written by pctkit (no model section or class names in its header)")
+    net = rebuild_net(metadata["model"], len(metadata["class_names"]), path)
+    return net, metadata

@@ -13,9 +13,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pctkit import __version__, registry
+from pctkit.cli import recipes_cmd
 from pctkit.components.contracts import DataError
 from pctkit.recipe import Recipe, RecipeError, RecipeIssue, load_recipe
 
@@ -27,6 +29,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
     add_completion=False,
 )
+app.add_typer(recipes_cmd.app)
 console = Console()
 errors = Console(stderr=True)
 
@@ -189,6 +192,10 @@ def run(
 ) -> None:
     """Train: cross training, pseudo labels, retraining, evaluation."""
     if nproc > 1:
+        from pctkit.engine.distributed import launched_by_torchrun as _under_torchrun
+
+        if _under_torchrun():
+            raise UserError("--nproc launches torchrun; under torchrun already, leave it out")
         _launch_torchrun(nproc)
     from pctkit.engine.pipeline import Run, prepare_run_dir
     from pctkit.engine.reporting import Reporter
@@ -228,6 +235,13 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
     if seconds:
         console.print(
             "time: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items()), highlight=False
+        )
+    peaks = results.get("peak_memory_gib", {})
+    if peaks:
+        console.print(
+            "peak memory: "
+            + ", ".join(f"{k} {v if isinstance(v, str) else f'{v:.2f} GiB'}" for k, v in peaks.items()),
+            highlight=False,
         )
     console.print(
         f"outputs: [cyan]{run_dir}[/] (recipe.toml, metrics.jsonl, *_net.safetensors, predictions.png)"
@@ -339,7 +353,8 @@ def main() -> None:
         _print_issues(error)
         sys.exit(1)
     except TrainingInterrupted as error:
-        errors.print(f"[yellow]interrupted[/]: {error}. Resume with: pctkit run RECIPE --resume RUN_DIR")
+        target = error.run_dir if error.run_dir is not None else "RUN_DIR"
+        errors.print(f"[yellow]interrupted[/]: {error}. Resume with: pctkit resume {target}", highlight=False)
         sys.exit(130)
     except (
         UserError,
@@ -349,7 +364,8 @@ def main() -> None:
         NonFiniteLossError,
         FileNotFoundError,
     ) as error:
-        errors.print(f"[bold red]error[/]: {error}", highlight=False)
+        # Escaped: messages quote things like pip extras ('pctkit[plots]'), not markup.
+        errors.print(f"[bold red]error[/]: {escape(str(error))}", highlight=False)
         sys.exit(1)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
@@ -366,3 +382,7 @@ def main() -> None:
 
 def _issue_list(issues: list[RecipeIssue]) -> list[dict[str, Any]]:
     return [issue.to_dict() for issue in issues]
+
+
+# The commands around a run live in their own module and register on ``app``.
+from pctkit.cli import run_tools  # noqa: E402, F401

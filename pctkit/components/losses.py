@@ -7,6 +7,7 @@ returns per-pixel losses for ``reduction="none"``; a classification loss is call
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pctkit.losses import class_aware_cross_entropy as _class_aware_cross_entropy
+from pctkit.losses import finite_mean, max_pool_classification_loss
 
 
 class ClassAwareCrossEntropy:
@@ -84,14 +86,16 @@ class PooledSoftMargin:
         self.sharpness = sharpness
 
     def __call__(self, logits: Tensor, image_labels: Tensor) -> Tensor:
-        flat = logits.float().flatten(2)
         if self.pooling == "max":
-            scores = flat.amax(dim=2)
-        else:
-            # log-mean-exp: a smooth maximum; sharpness -> inf gives max pooling.
-            r = self.sharpness
-            scores = (torch.logsumexp(r * flat, dim=2) - torch.log(torch.tensor(float(flat.shape[2])))) / r
-        return F.binary_cross_entropy_with_logits(scores[:, 1:], image_labels.float()[:, 1:])
+            return max_pool_classification_loss(logits, image_labels)
+        flat = logits.float().flatten(2)
+        # log-mean-exp: a smooth maximum; sharpness -> inf gives max pooling.
+        r = self.sharpness
+        scores = (torch.logsumexp(r * flat, dim=2) - math.log(flat.shape[2])) / r
+        per_class = F.binary_cross_entropy_with_logits(
+            scores[:, 1:], image_labels.float()[:, 1:], reduction="none"
+        )
+        return finite_mean(per_class, per_class.numel())
 
 
 def max_pool_soft_margin() -> PooledSoftMargin:

@@ -3,12 +3,14 @@ the data is reachable, every component builds, and the networks run."""
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from pctkit.components.contracts import SegmentationData
 from pctkit.engine.build import build_component, build_data, build_net, build_optimizer, build_scheduler
 from pctkit.recipe import Recipe, RecipeIssue
-from pctkit.recipe.schema import Model
+from pctkit.recipe.schema import ComponentSpec, CrossTraining, Model, Retrain
 
 
 def _issue(path: str, error: BaseException, hint: str | None = None) -> RecipeIssue:
@@ -18,12 +20,46 @@ def _issue(path: str, error: BaseException, hint: str | None = None) -> RecipeIs
     return RecipeIssue(path=path, message=message, hint=hint, source="check")
 
 
+def _blamed_key(error: BaseException, sections: dict[str, ComponentSpec]) -> str | None:
+    """The recipe key (``data.root``, ``model.backbone.pretrained``) a component's error is
+    about: the parameter it names as ``parameter NAME=``, else the one parameter whose
+    value it quotes. A value quoted only as part of a longer quoted value (the model
+    name inside a weights path) does not count."""
+    message = str(error)
+    named = re.search(r"\bparameter (\w+)=", message)
+    quoted: dict[str, str] = {}
+    for section, spec in sections.items():
+        parameters = spec.parameters()
+        if named and named.group(1) in parameters:
+            return f"{section}.{named.group(1)}"
+        for key, value in parameters.items():
+            if isinstance(value, str) and len(value) > 1 and value in message:
+                quoted[f"{section}.{key}"] = value
+    alone = [
+        key
+        for key, value in quoted.items()
+        if not any(value in other and value != other for other in quoted.values())
+    ]
+    return alone[0] if len(alone) == 1 else None
+
+
+def _component_issue(fallback: str, error: BaseException, sections: dict[str, ComponentSpec]) -> RecipeIssue:
+    """An issue at the key the error is about, with how to change it from the command line."""
+    key = _blamed_key(error, sections)
+    hint = None
+    if key is not None and "--set" not in str(error):
+        hint = f"fix {key} in the recipe, or override it: --set {key}=..."
+    return _issue(key or fallback, error, hint)
+
+
 def _check_model(model: Model, path: str, num_classes: int, size: int) -> list[RecipeIssue]:
     try:
         net = build_net(model, num_classes)
     except Exception as error:  # any failure of a component factory is the user's to see
         where = f"{path}.backbone" if "backbone" in str(error).lower() or "timm" in str(error) else path
-        return [_issue(where, error)]
+        return [
+            _component_issue(where, error, {f"{path}.backbone": model.backbone, f"{path}.head": model.head})
+        ]
     net.eval()
     try:
         with torch.no_grad():
@@ -42,11 +78,28 @@ def _check_model(model: Model, path: str, num_classes: int, size: int) -> list[R
     return []
 
 
-def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue], list[str]]:
-    """Run the checks; returns ``(issues, what was checked)``."""
-    issues: list[RecipeIssue] = []
-    checked: list[str] = ["schema and component names"]
+def effective_batch_size(settings: CrossTraining | Retrain) -> int:
+    """Images behind one optimizer step of a stage, summed over workers and
+    micro-batches (recipe batch sizes are global): strong + weak in cross training
+    (strong only in ``supervised`` mode, which draws no weak images), ``batch_size``
+    in retraining."""
+    if isinstance(settings, Retrain):
+        return settings.batch_size
+    weak = settings.weak_batch_size if settings.mode != "supervised" else 0
+    return settings.strong_batch_size + weak
 
+
+def learning_rate_factor(settings: CrossTraining | Retrain) -> float:
+    """The linear scaling rule: ``effective batch / reference_batch_size`` when the
+    stage's ``scale_lr`` is on and a reference batch is stated, else 1."""
+    if not settings.scale_lr or settings.reference_batch_size <= 0:
+        return 1.0
+    return effective_batch_size(settings) / settings.reference_batch_size
+
+
+def batch_issues(recipe: Recipe, world_size: int) -> list[RecipeIssue]:
+    """Global batches that do not split evenly over workers and micro-batches."""
+    issues: list[RecipeIssue] = []
     settings = recipe.cross_training
     for name, batch in (
         ("strong_batch_size", settings.strong_batch_size),
@@ -71,6 +124,85 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
                 source="check",
             )
         )
+    return issues
+
+
+def device_issues(recipe: Recipe, world_size: int) -> list[RecipeIssue]:
+    """Options that need CUDA, asked for where the run would get none."""
+    issues: list[RecipeIssue] = []
+    device = recipe.experiment.device
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if not on_cpu:
+        return issues
+    if recipe.experiment.precision == "fp16":
+        issues.append(
+            RecipeIssue(
+                path="experiment.precision",
+                message="'fp16' needs CUDA (a gradient scaler for fp16 on CUDA), the run would use the CPU",
+                hint="use 'bf16' or 'fp32' on CPU",
+                source="check",
+            )
+        )
+    for path, model in (("model", recipe.model), ("retrain.model", recipe.retrain.model)):
+        if model.sync_batchnorm and world_size > 1:
+            issues.append(
+                RecipeIssue(
+                    path=f"{path}.sync_batchnorm",
+                    message="SyncBatchNorm needs CUDA, the run would use the CPU",
+                    hint="set it false on CPU (each worker then normalises with its own batch)",
+                    source="check",
+                )
+            )
+    return issues
+
+
+def learning_rate_notes(recipe: Recipe) -> tuple[list[RecipeIssue], list[str]]:
+    """Where a stage's batch differs from the batch its learning rate was set for:
+    what the run will do about it. Returns ``(issues, lines for the report)``."""
+    issues: list[RecipeIssue] = []
+    lines: list[str] = []
+    stages: list[tuple[str, CrossTraining | Retrain]] = [("cross_training", recipe.cross_training)]
+    if recipe.retrain.enabled:
+        stages.append(("retrain", recipe.retrain))
+    for path, settings in stages:
+        batch, reference = effective_batch_size(settings), settings.reference_batch_size
+        if reference == 0:
+            if settings.scale_lr:
+                issues.append(
+                    RecipeIssue(
+                        path=f"{path}.scale_lr",
+                        message="scale_lr needs the batch the learning rate was set for",
+                        hint=f"set {path}.reference_batch_size (the paper's PCT batch is 10: 5 + 5)",
+                        source="check",
+                    )
+                )
+            continue
+        if batch == reference:
+            lines.append(f"{path}: batch {batch} equals reference_batch_size, learning rate as written")
+        elif settings.scale_lr:
+            lines.append(
+                f"{path}: batch {batch} differs from reference_batch_size {reference}: learning rate "
+                f"scaled linearly x{batch / reference:g}"
+            )
+        else:
+            lines.append(
+                f"{path}: batch {batch} differs from reference_batch_size {reference}: learning rate "
+                f"NOT scaled (set {path}.scale_lr = true for x{batch / reference:g})"
+            )
+    return issues, lines
+
+
+def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue], list[str]]:
+    """Run the checks; returns ``(issues, what was checked)``."""
+    issues: list[RecipeIssue] = []
+    checked: list[str] = ["schema and component names"]
+
+    settings = recipe.cross_training
+    issues += batch_issues(recipe, world_size)
+    issues += device_issues(recipe, world_size)
+    batch_problems, batch_lines = learning_rate_notes(recipe)
+    issues += batch_problems
+    checked += batch_lines
 
     data: SegmentationData | None = None
     try:
@@ -92,8 +224,15 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
         else:
             sample = data.val[0]
             checked.append(f"data: first validation image {sample.name!r} loads")
+        # Decoding every file would take minutes; one strong and one weak training image
+        # catch a wrong mask folder or class count. Other broken files fail at load time.
+        strong = set(data.strong_indices)
+        weak = next((index for index in range(len(data.train)) if index not in strong), None)
+        for index in [*data.strong_indices[:1], *([weak] if weak is not None else [])]:
+            kind = "strong" if index in strong else "weak"
+            checked.append(f"data: first {kind} training image {data.train[index].name!r} loads")
     except Exception as error:
-        issues.append(_issue("data", error))
+        issues.append(_component_issue("data", error, {"data": recipe.data}))
 
     num_classes = data.num_classes if data is not None else 2
     size = recipe.augmentation.crop_size or 64

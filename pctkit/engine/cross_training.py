@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pctkit.engine.dynamic_evaluation import DynamicEvaluation
-from pctkit.losses import IGNORE_INDEX, class_aware_prediction
+from pctkit.losses import IGNORE_INDEX, class_aware_prediction, finite_mean
 
 SegmentationLoss = Callable[..., Tensor]
 """``loss(logits, target, image_labels, reduction) -> Tensor`` (see components.losses)."""
@@ -70,7 +70,7 @@ def ground_truth_or(pseudo_labels: Tensor, masks: Tensor, has_mask: Tensor) -> T
 def weighted_pixel_mean(per_pixel: Tensor, target: Tensor, image_weights: Tensor) -> Tensor:
     """``mean_i [w_n · ℓ(i)]`` over the valid pixels of the batch."""
     valid = (target != IGNORE_INDEX).float()
-    return (per_pixel * image_weights[:, None, None]).sum() / valid.sum().clamp(min=1.0)
+    return finite_mean(per_pixel * image_weights[:, None, None], valid.sum().clamp(min=1.0))
 
 
 def pct_step(

@@ -266,6 +266,32 @@ class IterationBatches(Sampler[list[tuple[int, int]]]):
         return max(0, self.end - self.start)
 
 
+class _DataErrorLoader(DataLoader[Any]):
+    """A DataLoader that re-raises a worker's :class:`DataError` with its own message.
+
+    torch re-raises a worker's exception in the main process with the worker's whole
+    traceback as the message; a user needs only the line that names the file.
+    """
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except DataError as error:
+                raise DataError(_worker_message(str(error))) from None
+            yield batch
+
+
+def _worker_message(text: str) -> str:
+    """The original message inside torch's "Caught DataError in DataLoader worker" text."""
+    marker = f"{DataError.__module__}.{DataError.__qualname__}: "
+    _, found, message = text.rpartition(marker)
+    return message.strip() if found else text
+
+
 def make_loader(
     dataset: Dataset[Any],
     batch_sampler: Sampler[Any],
@@ -274,7 +300,7 @@ def make_loader(
     persistent_workers: bool,
 ) -> DataLoader[Any]:
     """A DataLoader over a batch sampler, with the recipe's worker settings."""
-    return DataLoader(
+    return _DataErrorLoader(
         dataset,
         batch_sampler=batch_sampler,
         collate_fn=pad_collate,

@@ -6,11 +6,14 @@ process group exists.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,57 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of a tensor over all workers, in place (no-op on one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over all workers, in place (no-op on one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        tensor /= dist.get_world_size()
+    return tensor
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The network inside the DDP and ``torch.compile`` wrappers (either order)."""
+    inner = getattr(net, "module", net)
+    inner = getattr(inner, "_orig_mod", inner)
+    return getattr(inner, "module", inner)
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Give every worker rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers at the start of each training forward, so after the last
+    step of a stage every other rank still holds statistics updated by its own slice
+    of the batch. Evaluation and pseudo labelling are sharded over ranks and must use
+    one model, the one rank 0 saves.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def no_gradient_sync(modules: Iterable[nn.Module]) -> contextlib.ExitStack:
+    """Suspend DDP's gradient all-reduce for ``modules`` (those that are DDP-wrapped).
+
+    For every micro-batch but the last of an accumulated iteration: gradients then
+    accumulate locally and are reduced once, with the last backward. Forward and
+    backward must both run inside the context.
+    """
+    stack = contextlib.ExitStack()
+    for module in modules:
+        no_sync = getattr(module, "no_sync", None)  # DDP, also behind torch.compile
+        if no_sync is not None:
+            stack.enter_context(no_sync())
+    return stack
 
 
 def barrier() -> None:

@@ -53,6 +53,47 @@ def autocast_context(device: torch.device, precision: str) -> Any:
     return torch.autocast(device.type, dtype=dtype)
 
 
+class SlidingWindow(nn.Module):
+    """Runs a network on overlapping square windows and averages their logits.
+
+    Windows of ``window`` pixels (clipped to the image where it is smaller) start every
+    ``stride`` pixels, the last one flush with the bottom/right edge, so every pixel is
+    covered and no padding is ever fed to the network. Memory is bounded by the window,
+    whatever the image size.
+    """
+
+    def __init__(self, net: nn.Module, window: int, stride: int) -> None:
+        super().__init__()
+        if not 0 < stride <= window:
+            raise ValueError(f"need 0 < stride <= window, got window {window} and stride {stride}")
+        self.net = net
+        self.window = window
+        self.stride = stride
+
+    def forward(self, images: Tensor) -> Tensor:
+        height, width = images.shape[-2:]
+        window_height, window_width = min(self.window, height), min(self.window, width)
+        total: Tensor | None = None
+        count = torch.zeros(1, 1, height, width, device=images.device)
+        for top in _window_starts(height, window_height, self.stride):
+            for left in _window_starts(width, window_width, self.stride):
+                crop = images[..., top : top + window_height, left : left + window_width]
+                logits = self.net(crop).float()
+                if total is None:
+                    total = logits.new_zeros(images.shape[0], logits.shape[1], height, width)
+                total[..., top : top + window_height, left : left + window_width] += logits
+                count[..., top : top + window_height, left : left + window_width] += 1
+        assert total is not None
+        return total / count
+
+
+def _window_starts(length: int, window: int, stride: int) -> list[int]:
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
 @torch.no_grad()
 def evaluate(
     net: nn.Module,
@@ -67,10 +108,13 @@ def evaluate(
     use_reference: bool = False,
     num_examples: int = 0,
     progress: Any = None,
+    sliding_window: tuple[int, int] | None = None,
 ) -> EvaluationResult:
     """mIoU of ``net`` over ``source`` (sharded over workers, matrices summed).
 
     Args:
+        sliding_window: ``(window, stride)`` to predict each scale with
+            :class:`SlidingWindow`; ``None`` predicts whole images.
         use_reference: score against the samples' reference masks (pseudo-label
             quality on weak images) instead of their training masks.
         num_examples: keep this many (image, gt, prediction) triples for pictures.
@@ -86,10 +130,11 @@ def evaluate(
     examples: list[dict[str, Any]] = []
     was_training = net.training
     net.eval()
+    predictor = net if sliding_window is None else SlidingWindow(net, *sliding_window)
     for batch in loader:
         images = images_to_float(batch["image"], device)
         with autocast_context(device, precision):
-            logits = multi_scale_logits(net, images, scales, flip)
+            logits = multi_scale_logits(predictor, images, scales, flip)
         labels = batch["image_labels"].to(device)
         prediction = logits.argmax(1).cpu()
         prediction_with_labels = class_aware_prediction(logits, labels).cpu()

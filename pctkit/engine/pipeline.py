@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pctkit.artifacts.io import append_jsonl, atomic_write_json, atomic_write_text
 from pctkit.artifacts.models import load_weights, save_net
 from pctkit.artifacts.pictures import prediction_grid
+from pctkit.artifacts.report import TensorBoardLog
 from pctkit.components.contracts import SegmentationData
 from pctkit.engine.build import (
     build_component,
@@ -34,6 +35,7 @@ from pctkit.engine.build import (
     build_scheduler,
     resolve_device,
 )
+from pctkit.engine.checks import batch_issues, learning_rate_factor
 from pctkit.engine.cross_training import (
     Batch,
     PCTWeights,
@@ -50,13 +52,20 @@ from pctkit.engine.data import (
     make_loader,
     stable_seed,
 )
-from pctkit.engine.distributed import WorldInfo, barrier, init_distributed
+from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, init_distributed, unwrap
 from pctkit.engine.dynamic_evaluation import DynamicEvaluation
 from pctkit.engine.evaluation import EvaluationResult, evaluate
 from pctkit.engine.pseudo_labels import generate_pseudo_labels, weak_indices
 from pctkit.engine.reporting import Reporter
-from pctkit.engine.trainer import LoopContext, Stage, restore_latest, run_stage
-from pctkit.recipe import Recipe, resolved_toml
+from pctkit.engine.trainer import (
+    LoopContext,
+    Stage,
+    StopRequest,
+    TrainingInterrupted,
+    restore_latest,
+    run_stage,
+)
+from pctkit.recipe import Recipe, RecipeError, resolved_toml, validate_recipe_data
 from pctkit.recipe.schema import Model
 
 STAGES = ("cross_training", "pseudo_labels", "retraining", "evaluation")
@@ -136,7 +145,7 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, *, resume: bool, overwrite: b
         saved_json = run_dir / "recipe.json"
         if not saved_json.is_file():
             raise RunError(f"cannot resume: {run_dir} holds no run (no recipe.json)")
-        differences = recipe_differences(json.loads(saved_json.read_text()), current)
+        differences = recipe_differences(_with_current_defaults(json.loads(saved_json.read_text())), current)
         if differences:
             raise RunError(
                 "cannot resume: the recipe differs from the one the run was started with:\n  "
@@ -161,6 +170,21 @@ def prepare_run_dir(recipe: Recipe, run_dir: Path, *, resume: bool, overwrite: b
     )
     atomic_write_text(recipe_file, resolved_toml(recipe, header=header))
     atomic_write_json(run_dir / "recipe.json", current)
+
+
+def scale_learning_rate(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Multiply every group's learning rate (before the schedule records its base)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+
+
+def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved recipe re-validated by this pctkit, so that keys added since it was
+    written compare at their defaults; as saved if it no longer validates."""
+    try:
+        return validate_recipe_data(saved).model_dump(mode="json")
+    except RecipeError:
+        return saved
 
 
 def read_progress(run_dir: Path) -> dict[str, Any]:
@@ -197,17 +221,43 @@ class Run:
         self.stop_after = stop_after or {}
         self.progress = read_progress(run_dir)
         self.data: SegmentationData | None = None
+        self.tensorboard = TensorBoardLog.open(run_dir / "tensorboard") if self.world.is_main else None
         if recipe.experiment.precision == "fp16" and self.device.type != "cuda":
             raise RunError("experiment.precision = 'fp16' needs CUDA; use 'bf16' or 'fp32' on CPU")
+        problems = batch_issues(recipe, self.world.world_size)
+        if problems:
+            raise RunError("; ".join(f"{issue.path}: {issue.message}" for issue in problems))
+        sync_batchnorm = recipe.model.sync_batchnorm or recipe.retrain.model.sync_batchnorm
+        if sync_batchnorm and self.world.distributed and self.device.type != "cuda":
+            raise RunError(
+                "model.sync_batchnorm = true needs CUDA (PyTorch's SyncBatchNorm); set it false on CPU"
+            )
 
     # ---------------------------------------------------------------- helpers
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append a metrics record (rank 0)."""
+        """Append a metrics record (rank 0), to ``metrics.jsonl`` and, where the
+        tensorboard package is installed, to event files in ``tensorboard/``."""
         if self.world.is_main:
-            append_jsonl(self.run_dir / "metrics.jsonl", {"time": time.time(), **record})
+            stamped = {"time": time.time(), **record}
+            append_jsonl(self.run_dir / "metrics.jsonl", stamped)
+            if self.tensorboard is not None:
+                self.tensorboard.write(stamped, self.data.class_names if self.data else None)
+
+    def _record_peak_memory(self, stage: str) -> None:
+        """The stage's peak allocated memory, max over workers, then reset the counter
+        for the next stage; ``"n/a"`` off CUDA."""
+        peaks = self.progress.setdefault("peak_memory_gib", {})
+        if self.device.type != "cuda":
+            peaks[stage] = "n/a"
+            return
+        peak = torch.tensor([torch.cuda.max_memory_allocated(self.device) / 2**30], device=self.device)
+        peaks[stage] = round(float(all_reduce_max(peak)), 3)
+        torch.cuda.reset_peak_memory_stats(self.device)
 
     def _complete(self, stage: str, seconds: float) -> None:
+        if stage != "evaluation":  # recorded before results.json is written
+            self._record_peak_memory(stage)
         self.progress["completed"].append(stage)
         self.progress["seconds"][stage] = self.progress["seconds"].get(stage, 0.0) + seconds
         if self.world.is_main:
@@ -256,8 +306,9 @@ class Run:
     def _evaluate(self, net: nn.Module, num_examples: int = 0) -> EvaluationResult:
         assert self.data is not None
         settings = self.recipe.evaluation
+        # The bare net: DDP's forward would sync buffers, and ranks hold unequal shards.
         return evaluate(
-            net,
+            unwrap(net),
             self.data.val,
             self.data.class_names,
             self.device,
@@ -266,6 +317,7 @@ class Run:
             flip=settings.flip,
             precision=self.recipe.experiment.precision,
             num_examples=num_examples,
+            sliding_window=(settings.window, settings.stride) if settings.mode == "sliding" else None,
         )
 
     def _save(self, net: nn.Module, role: str, model: Model) -> None:
@@ -277,9 +329,20 @@ class Run:
                 role=role,
                 class_names=self.data.class_names,
                 model_section=model.model_dump(mode="json"),
-                extra={"palette": self.data.palette} if self.data.palette else None,
+                extra=self._net_hints(),
             )
         barrier()
+
+    def _net_hints(self) -> dict[str, Any]:
+        """What a user of the saved weights needs beyond the classes: the palette and the
+        input size the net was trained at (the crop, else the first training image)."""
+        assert self.data is not None
+        crop = self.recipe.augmentation.crop_size
+        height, width = (crop, crop) if crop else self.data.train[0].image.shape[:2]
+        hints: dict[str, Any] = {"input_size": [int(height), int(width)]}
+        if self.data.palette:
+            hints["palette"] = self.data.palette
+        return hints
 
     def _batches(
         self, streams: list[tuple[TrainingImages, IterationBatches]], accumulate: int
@@ -314,8 +377,12 @@ class Run:
                             torch.cat([p["image"] for p in pieces]), self.device, channels_last
                         ),
                         masks=torch.cat([p["mask"] for p in pieces]).to(self.device, non_blocking=True),
-                        image_labels=torch.cat([p["image_labels"] for p in pieces]).to(self.device),
-                        has_mask=torch.cat([p["has_mask"] for p in pieces]).to(self.device),
+                        image_labels=torch.cat([p["image_labels"] for p in pieces]).to(
+                            self.device, non_blocking=True
+                        ),
+                        has_mask=torch.cat([p["has_mask"] for p in pieces]).to(
+                            self.device, non_blocking=True
+                        ),
                         num_strong=int(pieces[0]["image"].shape[0]),
                     )
                 )
@@ -343,6 +410,8 @@ class Run:
             role: build_optimizer(recipe.optimizer, net, settings.classifier_lr_multiplier)
             for role, net in nets.items()
         }
+        for optimizer in optimizers.values():
+            scale_learning_rate(optimizer, learning_rate_factor(settings))
         schedulers = {
             role: build_scheduler(recipe.scheduler, opt, settings.iterations)
             for role, opt in optimizers.items()
@@ -460,9 +529,20 @@ class Run:
         assert data is not None
         indices = weak_indices(len(data.train), data.strong_indices)
         started = time.perf_counter()
-        with self.reporter.task("pseudo labels", len(indices)) as (advance, _):
+        with self.reporter.task("pseudo labels", len(indices)) as (advance, _), StopRequest() as stop:
+
+            def advance_or_stop(count: int) -> None:
+                # Called once labels are on disk: stopping here loses nothing, and a
+                # resumed run labels only the images still missing.
+                advance(count)
+                if stop.requested is not None:
+                    raise TrainingInterrupted(
+                        f"{stop.requested} during pseudo labels: the labels written so far are kept",
+                        self.run_dir,
+                    )
+
             quality = generate_pseudo_labels(
-                labeller,
+                unwrap(labeller),
                 data.train,
                 indices,
                 self.run_dir / "pseudo_labels",
@@ -473,7 +553,7 @@ class Run:
                 batch_size=settings.batch_size,
                 precision=self.recipe.experiment.precision,
                 colors=data.palette,
-                progress=advance,
+                progress=advance_or_stop,
             )
         scored = int(quality.matrix.sum()) > 0
         summary = {"images": len(indices), "miou": quality.miou() if scored else None}
@@ -492,6 +572,7 @@ class Run:
             load_weights(net, self.run_dir / "retrained_net.safetensors")
             return net
         optimizer = build_optimizer(settings.optimizer, net, settings.classifier_lr_multiplier)
+        scale_learning_rate(optimizer, learning_rate_factor(settings))
         scheduler = build_scheduler(settings.scheduler, optimizer, settings.iterations)
         loss_fn = build_component("losses", settings.loss)
         augmentation = AugmentationSettings(**recipe.augmentation.model_dump())
@@ -575,11 +656,13 @@ class Run:
                 },
             }
         )
+        self._record_peak_memory("evaluation")  # a collective: every rank, before rank 0 writes
         if self.world.is_main:
             if num_pictures:
                 self._pictures(evaluations)
             self.progress["seconds"]["evaluation"] = time.perf_counter() - started
             results["seconds"] = self.progress["seconds"]
+            results["peak_memory_gib"] = self.progress["peak_memory_gib"]
             atomic_write_json(self.run_dir / "results.json", results)
         if not self._done("evaluation"):
             self._complete("evaluation", time.perf_counter() - started)
@@ -603,6 +686,11 @@ class Run:
         """Run every stage not yet complete; returns the results."""
         recipe = self.recipe
         seed_everything(recipe.experiment.seed, recipe.experiment.deterministic)
+        # Read here, not at construction: under torchrun rank 0 may have replaced the
+        # run directory (--overwrite) after the other ranks constructed theirs.
+        self.progress = read_progress(self.run_dir)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         started = time.perf_counter()
         self.reporter.message(f"[bold]pctkit[/] run [cyan]{recipe.experiment.name}[/] -> {self.run_dir}")
         self.data = build_data(recipe)

@@ -25,9 +25,17 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from pctkit.artifacts.io import load_state, save_state
+from pctkit.artifacts.io import load_state, read_state_metadata, save_state
 from pctkit.engine.cross_training import StepResult
-from pctkit.engine.distributed import all_reduce_sum, barrier, current_world
+from pctkit.engine.distributed import (
+    all_reduce_max,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    broadcast_buffers,
+    current_world,
+    no_gradient_sync,
+)
 from pctkit.engine.evaluation import autocast_context
 
 
@@ -44,7 +52,14 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrainingInterrupted(RuntimeError):
-    """SIGINT/SIGTERM: the current step finished and a checkpoint was written."""
+    """SIGINT/SIGTERM: the current step finished and a checkpoint was written.
+
+    ``run_dir`` names the run to resume, where known.
+    """
+
+    def __init__(self, message: str, run_dir: Path | None = None) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
 
 
 @dataclass
@@ -181,24 +196,49 @@ def load_stage_state(stage: Stage, scaler: torch.amp.GradScaler | None, state: d
 
 
 def write_checkpoint(
-    context: LoopContext, stage: Stage, scaler: torch.amp.GradScaler | None, iteration: int, kind: str
+    context: LoopContext,
+    stage: Stage,
+    scaler: torch.amp.GradScaler | None,
+    iteration: int,
+    kind: str,
+    score: float | None = None,
 ) -> Path:
-    """Save a checkpoint (rank 0) and prune old periodic ones; returns its folder."""
+    """Save a checkpoint (rank 0) and prune old periodic ones; returns its folder.
+
+    ``score`` (the best checkpoint's validation metric) is kept in its metadata, so a
+    resumed run only replaces it with a better one.
+    """
     directory = checkpoint_dir(context.run_dir, stage.name, iteration)
     if kind == "best":
-        directory = context.run_dir / "checkpoints" / f"{stage.name}-best"
+        directory = best_checkpoint_dir(context.run_dir, stage.name)
     if current_world().is_main:
-        save_state(
-            directory,
-            stage_state(stage, scaler, iteration),
-            {"stage": stage.name, "iteration": iteration, "kind": kind, "time": time.time()},
-        )
+        metadata: dict[str, Any] = {
+            "stage": stage.name,
+            "iteration": iteration,
+            "kind": kind,
+            "time": time.time(),
+        }
+        if score is not None:
+            metadata["score"] = score
+        save_state(directory, stage_state(stage, scaler, iteration), metadata)
         if kind == "periodic":
             periodic = sorted((context.run_dir / "checkpoints").glob(f"{stage.name}-0*"))
             for old in periodic[: -stage.keep_last]:
                 _remove_tree(old)
     barrier()
     return directory
+
+
+def best_checkpoint_dir(run_dir: Path, stage: str) -> Path:
+    """``checkpoints/<stage>-best``: the checkpoint with the best validation metric."""
+    return run_dir / "checkpoints" / f"{stage}-best"
+
+
+def best_score(run_dir: Path, stage: str) -> float:
+    """The validation metric of a stage's best checkpoint; -inf when there is none."""
+    metadata = read_state_metadata(best_checkpoint_dir(run_dir, stage))
+    score = metadata.get("score") if metadata is not None else None
+    return float(score) if score is not None else float("-inf")
 
 
 def _remove_tree(path: Path) -> None:
@@ -217,14 +257,14 @@ def latest_checkpoint(run_dir: Path, stage: str) -> Path | None:
 # --------------------------------------------------------------------------- signals
 
 
-class _StopRequest:
+class StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked between steps."""
 
     def __init__(self) -> None:
         self.requested: str | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _StopRequest:
+    def __enter__(self) -> StopRequest:
         for signal_number in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread: no handlers
                 self._previous[signal_number] = signal.signal(signal_number, self._handle)
@@ -255,36 +295,35 @@ def run_stage(
     first_bad: Tensor | None = None  # per term, first iteration with a non-finite value
     window_start = time.perf_counter()
     last_metrics: dict[str, Any] = {}
-    best_value = float("-inf")
+    best_value = best_score(context.run_dir, stage.name)
     batches = stage.micro_batches(start_iteration)
-    with _StopRequest() as stop:
+    with StopRequest() as stop:
         for iteration in range(start_iteration, stage.total_iterations):
             micro_batches = next(batches)
             step_terms: dict[str, Tensor] = {}
             for micro_index, micro_batch in enumerate(micro_batches):
-                with autocast_context(device, context.precision):
-                    result = stage.compute(micro_batch, micro_index)
-                loss = result.loss / len(micro_batches)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                # DDP reduces gradients once per iteration, with the last micro-batch.
+                last = micro_index == len(micro_batches) - 1
+                with no_gradient_sync([] if last else stage.nets.values()):
+                    with autocast_context(device, context.precision):
+                        result = stage.compute(micro_batch, micro_index)
+                    loss = result.loss / len(micro_batches)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
                 for name, value in result.terms.items():
                     step_terms[name] = step_terms.get(name, 0) + value.float() / len(micro_batches)
                 step_terms["loss"] = step_terms.get("loss", 0) + loss.detach().float()
 
             finite = torch.stack([torch.isfinite(v).all() for v in step_terms.values()])
+            skip_step = False
             if stage.skip_nonfinite:
                 # One host sync per step: the price of deciding now whether to step.
                 bad = all_reduce_sum((~finite).any().float().reshape(1))
-                if bool(bad.item() > 0):
-                    for optimizer in stage.optimizers.values():
-                        optimizer.zero_grad(set_to_none=True)
+                skip_step = bool(bad.item() > 0)
+                if skip_step:
                     context.log({"stage": stage.name, "iteration": iteration + 1, "skipped_nonfinite": True})
-                    for scheduler in stage.schedulers.values():
-                        scheduler.step()
-                    context.progress(1)
-                    continue
             else:
                 marker = torch.where(
                     finite,
@@ -294,24 +333,42 @@ def run_stage(
                 first_bad = marker if first_bad is None else torch.where(first_bad < 0, marker, first_bad)
 
             for optimizer in stage.optimizers.values():
+                if skip_step:
+                    optimizer.zero_grad(set_to_none=True)
+                    continue
                 if scaler is not None:
                     scaler.step(optimizer)
                 else:
                     optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
+            if scaler is not None and not skip_step:
                 scaler.update()
+            # The rate this step used, read before the schedule moves on.
+            step_lr = {name: opt.param_groups[0]["lr"] for name, opt in stage.optimizers.items()}
             for scheduler in stage.schedulers.values():
                 scheduler.step()
 
-            for name, value in step_terms.items():
-                term_sums[name] = term_sums.get(name, 0) + value
-            steps_in_window += 1
+            if not skip_step:  # a skipped step's NaN would spoil the logged means
+                for name, value in step_terms.items():
+                    term_sums[name] = term_sums.get(name, 0) + value
+                steps_in_window += 1
             done = iteration + 1
             context.progress(1)
 
             at_log = done % stage.log_interval == 0 or done == stage.total_iterations
-            if at_log and first_bad is not None and bool((first_bad >= 0).any()):
+            # A checkpoint must never hold weights that a non-finite step touched, so the
+            # check also runs before every checkpoint, not only at log intervals.
+            check_finite = (
+                at_log
+                or bool(stage.checkpoint_interval and done % stage.checkpoint_interval == 0)
+                or bool(stage.eval_interval and done % stage.eval_interval == 0)
+                or stop.requested is not None
+                or (context.stop_after is not None and done >= context.stop_after)
+            )
+            if check_finite and first_bad is not None:
+                # Every rank must raise together, or the others would wait forever.
+                first_bad = _earliest_over_workers(first_bad, stage.total_iterations + 1)
+            if check_finite and first_bad is not None and bool((first_bad >= 0).any()):
                 names = list(step_terms)
                 problems = [
                     f"{names[i]} at iteration {int(first_bad[i])}"
@@ -320,16 +377,18 @@ def run_stage(
                 ]
                 raise NonFiniteLossError(
                     f"{stage.name}: non-finite loss ({'; '.join(problems)}). The last good "
-                    f"checkpoint is kept. Lower the learning rate, use fp32 or bf16, or set "
-                    f"{'cross_training' if stage.name == 'cross_training' else 'retrain'}"
-                    ".skip_nonfinite = true to skip such steps."
+                    "checkpoint is kept. Lower the learning rate, use fp32 or bf16, or set "
+                    "cross_training.skip_nonfinite = true to skip such steps (it applies to both "
+                    "training stages)."
                 )
-            if at_log:
+            if at_log and term_sums:  # empty when every step of the window was skipped
                 elapsed = time.perf_counter() - window_start
                 record: dict[str, Any] = {"stage": stage.name, "iteration": done}
-                for name, total in term_sums.items():
-                    record[name] = float(total) / max(1, steps_in_window)
-                record["lr"] = {name: opt.param_groups[0]["lr"] for name, opt in stage.optimizers.items()}
+                # One reduction and one host sync per log interval: the mean over ranks.
+                means = all_reduce_mean(torch.stack([total.float() for total in term_sums.values()]))
+                for name, total in zip(term_sums, means.tolist(), strict=True):
+                    record[name] = total / max(1, steps_in_window)
+                record["lr"] = step_lr
                 record["seconds_per_iteration"] = elapsed / max(1, steps_in_window)
                 if device.type == "cuda":
                     record["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -347,9 +406,14 @@ def run_stage(
                 term_sums, steps_in_window = {}, 0
                 window_start = time.perf_counter()
 
-            if stage.evaluate is not None and (
+            evaluating = stage.evaluate is not None and (
                 (stage.eval_interval and done % stage.eval_interval == 0) or done == stage.total_iterations
-            ):
+            )
+            if evaluating or done == stage.total_iterations:
+                # Sharded evaluation and the final weights use rank 0's BatchNorm statistics.
+                for net in stage.nets.values():
+                    broadcast_buffers(net)
+            if evaluating and stage.evaluate is not None:
                 metrics = stage.evaluate(done)
                 context.log({"stage": stage.name, "iteration": done, "validation": metrics})
                 for net in stage.nets.values():
@@ -361,7 +425,7 @@ def run_stage(
                 )
                 if stage.best_metric and score > best_value:
                     best_value = score
-                    write_checkpoint(context, stage, scaler, done, "best")
+                    write_checkpoint(context, stage, scaler, done, "best", score=score)
 
             periodic = stage.checkpoint_interval and done % stage.checkpoint_interval == 0
             interrupted = stop.requested is not None or (
@@ -372,9 +436,17 @@ def run_stage(
             if interrupted:
                 raise TrainingInterrupted(
                     f"{stop.requested or 'stop requested'} during {stage.name}: stopped after iteration "
-                    f"{done}, checkpoint written"
+                    f"{done}, checkpoint written",
+                    context.run_dir,
                 )
     return last_metrics
+
+
+def _earliest_over_workers(first_bad: Tensor, never: int) -> Tensor:
+    """Per term, the earliest iteration any worker saw a non-finite value (-1: none)."""
+    earliest = torch.where(first_bad >= 0, first_bad, torch.full_like(first_bad, never))
+    earliest = -all_reduce_max(-earliest)
+    return torch.where(earliest < never, earliest, torch.full_like(earliest, -1))
 
 
 def restore_latest(stage: Stage, context: LoopContext, scaler: torch.amp.GradScaler | None) -> int:

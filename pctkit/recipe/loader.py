@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from pctkit import registry
-from pctkit.recipe.schema import COMPONENT_SECTIONS, Recipe, recipe_model
+from pctkit.recipe.schema import COMPONENT_SECTIONS, Recipe, recipe_model, with_retrain_defaults
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -337,12 +337,17 @@ def _exists(raw: Any, path: tuple[str, ...]) -> bool:
     return True
 
 
-def _inherited(raw: dict[str, Any], path: tuple[str, ...]) -> bool:
+def _inherited(raw: dict[str, Any], issue: RecipeIssue, reported: set[tuple[str, str]]) -> bool:
     """Whether an error lies in a retrain section copied from the top level: the same
     mistake is then reported once, where the user wrote it."""
+    path = tuple(issue.path.split("."))
     if len(path) < 2 or path[0] != "retrain" or path[1] not in ("model", "optimizer", "scheduler"):
         return False
-    return not _exists(raw, path) and not _exists(raw, path[:-1])
+    if _exists(raw, path):
+        return False  # the user wrote this value in [retrain]
+    # Either the whole enclosing section is copied, or the very same error is reported
+    # at the top level (a value merged into a partly written retrain section).
+    return not _exists(raw, path[:-1]) or (".".join(path[1:]), issue.message) in reported
 
 
 def validate_recipe_data(
@@ -356,11 +361,10 @@ def validate_recipe_data(
     try:
         return model.model_validate(raw)
     except ValidationError as error:
-        issues = [
-            issue
-            for issue in issues_from_validation(error, model, raw)
-            if not _inherited(raw, tuple(issue.path.split(".")))
-        ]
+        # Messages look values up in the data as validated, [retrain] defaults merged in.
+        found = issues_from_validation(error, model, with_retrain_defaults(raw))
+        reported = {(issue.path, issue.message) for issue in found}
+        issues = [issue for issue in found if not _inherited(raw, issue, reported)]
         for issue in issues:
             path = tuple(issue.path.split(".")) if issue.path else ()
             if overridden and any(path[: len(o)] == o for o in overridden):

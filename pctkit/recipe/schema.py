@@ -161,6 +161,16 @@ class CrossTraining(StrictModel):
         10.0, gt=0, description="Learning-rate multiple of the final classifier layer."
     )
     accumulate: int = Field(1, ge=1, description="Gradient accumulation steps per iteration.")
+    reference_batch_size: int = Field(
+        0,
+        ge=0,
+        description="The batch (strong + weak, over all workers) the learning rate was set for; "
+        "0: not stated. `pctkit validate` reports when the recipe's batch differs.",
+    )
+    scale_lr: bool = Field(
+        False,
+        description="Scale the learning rate linearly: lr x (strong + weak) / reference_batch_size.",
+    )
     log_interval: int = Field(50, ge=1, description="Iterations between logged metrics.")
     eval_interval: int = Field(
         0, ge=0, description="Iterations between validations; 0 validates at the end only."
@@ -192,6 +202,15 @@ class Retrain(StrictModel):
     batch_size: int = Field(ge=1, description="Images per iteration (global).")
     classifier_lr_multiplier: float = Field(10.0, gt=0)
     accumulate: int = Field(1, ge=1, description="Gradient accumulation steps per iteration.")
+    reference_batch_size: int = Field(
+        0,
+        ge=0,
+        description="The batch (over all workers) the learning rate was set for; 0: not stated. "
+        "`pctkit validate` reports when batch_size differs.",
+    )
+    scale_lr: bool = Field(
+        False, description="Scale the learning rate linearly: lr x batch_size / reference_batch_size."
+    )
     model: Model = Field(description="The retrained network (defaults to [model]).")
     loss: ComponentSpec = Field(default_factory=_default_retrain_loss)
     optimizer: ComponentSpec = Field(description="Optimizer (defaults to [optimizer]).")
@@ -208,6 +227,22 @@ class Evaluation(StrictModel):
     scales: tuple[float, ...] = Field((1.0,), min_length=1, description="Test-time scales.")
     flip: bool = Field(False, description="Average horizontally flipped inputs.")
     num_pictures: int = Field(8, ge=0, description="Validation images drawn in predictions.png.")
+    mode: Literal["whole", "sliding"] = Field(
+        "whole",
+        description="'whole': each image in one forward pass; 'sliding': overlapping square "
+        "windows, logits averaged where they overlap (bounded memory on large images).",
+    )
+    window: int = Field(512, ge=16, description="Side of a sliding window, pixels (mode 'sliding').")
+    stride: int = Field(341, ge=1, description="Step between sliding windows, pixels (mode 'sliding').")
+
+    @model_validator(mode="after")
+    def _windows_overlap_or_touch(self) -> Evaluation:
+        if self.stride > self.window:
+            raise ValueError(
+                f"stride {self.stride} is larger than window {self.window}: pixels between "
+                "windows would get no prediction"
+            )
+        return self
 
 
 class Checkpointing(StrictModel):
@@ -238,17 +273,23 @@ class Recipe(StrictModel):
     def _retrain_defaults(cls, data: Any) -> Any:
         """Fill ``retrain.model/optimizer/scheduler`` from the top level where absent,
         so the resolved recipe states them explicitly."""
-        if not isinstance(data, dict) or not isinstance(data.get("retrain"), dict):
-            return data
-        data = dict(data)
-        retrain = dict(data["retrain"])
-        for key in ("model", "optimizer", "scheduler"):
-            base = data.get(key, {} if key != "scheduler" else {"type": "poly"})
-            if isinstance(base, BaseModel):
-                base = base.model_dump()
-            retrain[key] = merge_sections(base, retrain.get(key))
-        data["retrain"] = retrain
+        return with_retrain_defaults(data)
+
+
+def with_retrain_defaults(data: Any) -> Any:
+    """Raw recipe data with ``retrain.model/optimizer/scheduler`` merged over the
+    top-level sections (what :class:`Recipe` validates; error messages read it too)."""
+    if not isinstance(data, dict) or not isinstance(data.get("retrain"), dict):
         return data
+    data = dict(data)
+    retrain = dict(data["retrain"])
+    for key in ("model", "optimizer", "scheduler"):
+        base = data.get(key, {} if key != "scheduler" else {"type": "poly"})
+        if isinstance(base, BaseModel):
+            base = base.model_dump()
+        retrain[key] = merge_sections(base, retrain.get(key))
+    data["retrain"] = retrain
+    return data
 
 
 def merge_sections(base: Any, override: Any) -> Any:

@@ -42,7 +42,9 @@ def _is_table(value: Any) -> bool:
 
 
 def _write_table(lines: list[str], path: tuple[str, ...], table: dict[str, Any]) -> None:
-    scalars = [(k, v) for k, v in table.items() if not _is_table(v)]
+    # TOML has no null: a key left out reads back as its default, which is where a
+    # None (a component's "not set") comes from.
+    scalars = [(k, v) for k, v in table.items() if not _is_table(v) and v is not None]
     tables = [(k, v) for k, v in table.items() if _is_table(v)]
     if path and (scalars or not tables):
         if lines:

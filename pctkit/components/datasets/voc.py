@@ -351,7 +351,7 @@ def voc(
         num_strong = len(strong_listed)
     if num_strong > len(strong_listed):
         raise DataError(
-            f"num_strong={num_strong} but split file {root_path / strong_list} lists only "
+            f"parameter num_strong={num_strong} but split file {root_path / strong_list} lists only "
             f"{len(strong_listed)} names; use at most {len(strong_listed)}, or -1 for all"
         )
     strong_names = strong_listed[:num_strong]

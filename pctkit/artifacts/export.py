@@ -1,0 +1,401 @@
+"""Export bundles: a trained network that travels without its run.
+
+A bundle is a folder with
+
+- ``model.safetensors``: the weights, and a metadata header with the class names, the
+  normalisation (mean/std, applied inside the net), the input size the net was trained
+  at, the palette, the net's role and the pctkit version;
+- ``recipe.toml``: the ``[model]`` section that rebuilds the architecture through the
+  registry, and the ``[evaluation]`` settings it was evaluated with (test-time scales,
+  flips, sliding windows), which prediction reuses;
+- ``README.md``: a model card with the run's evaluation table;
+- ``model.onnx`` (optional): the same net as an ONNX graph, images in [0, 1] to logits.
+
+:func:`load_model` needs nothing else; :class:`Predictor` turns images into masks the
+way the run's evaluation does, for a bundle or straight from a run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from pctkit import __version__
+from pctkit.artifacts.io import atomic_write_text, load_tensors, save_tensors
+from pctkit.artifacts.models import read_metadata, rebuild_net, without_initial_weights
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BUNDLE_FORMAT = "pctkit.bundle.v1"
+WEIGHTS_FILE = "model.safetensors"
+RECIPE_FILE = "recipe.toml"
+ONNX_FILE = "model.onnx"
+
+NET_ROLES = ("retrained", "hybrid", "pseudo", "supervised")
+"""The nets a run may hold, in the order a default is chosen: the retrained net is
+the one to deploy, the hybrid net labels pseudo labels, ``supervised`` is the ablation."""
+
+
+class ExportError(ValueError):
+    """A run cannot be exported, or a folder is not a bundle."""
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether ``folder`` looks like a bundle (weights and recipe, no run progress)."""
+    return (folder / WEIGHTS_FILE).is_file() and (folder / RECIPE_FILE).is_file()
+
+
+def available_roles(run_dir: Path) -> list[str]:
+    """The nets whose final weights a run directory holds."""
+    return [role for role in NET_ROLES if (run_dir / f"{role}_net.safetensors").is_file()]
+
+
+def choose_role(run_dir: Path, role: str | None) -> str:
+    """``role`` if the run holds that net, else the first of :data:`NET_ROLES` it holds."""
+    roles = available_roles(run_dir)
+    if not roles:
+        raise ExportError(
+            f"{run_dir} holds no trained net (*_net.safetensors): is it a run directory, "
+            "and did its first stage finish?"
+        )
+    if role is None:
+        return roles[0]
+    if role not in roles:
+        raise ExportError(f"{run_dir} has no {role} net; it has: {', '.join(roles)}")
+    return role
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class Predictor:
+    """A network with what it takes to turn RGB images into class masks.
+
+    Attributes:
+        net: images in [0, 1] ``(N, 3, H, W)`` -> logits ``(N, C, H, W)``, eval mode.
+        class_names: one per class, background first.
+        evaluation: the ``[evaluation]`` settings (``scales``, ``flip``, ``mode``,
+            ``window``, ``stride``) applied at prediction time.
+        palette: class colours for masks, or ``None`` for the VOC colour map.
+        metadata: the weights file's decoded header.
+    """
+
+    net: nn.Module
+    class_names: list[str]
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    palette: list[tuple[int, int, int]] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the net's parameters are."""
+        return next(self.net.parameters()).device
+
+    def to(self, device: torch.device | str) -> Predictor:
+        """Move the net; returns ``self``."""
+        self.net.to(device)
+        return self
+
+    def class_index(self, label: str | int) -> int:
+        """A class index from a class name, or from an index (int, or text that is not a
+        class name: digit scenes name their classes "0", "1", ..., and names win)."""
+        name = str(label).strip()
+        if not isinstance(label, int) and name in self.class_names:
+            return self.class_names.index(name)
+        if isinstance(label, int) or name.isdigit():
+            index = int(name)
+            if not 0 <= index < len(self.class_names):
+                raise ValueError(f"class index {index} is outside 0..{len(self.class_names) - 1}")
+            return index
+        import difflib
+
+        close = difflib.get_close_matches(name, self.class_names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ValueError(f"unknown class {name!r}{hint}; classes: {', '.join(self.class_names)}")
+
+    def sliding_window(self) -> tuple[int, int] | None:
+        """``(window, stride)`` when the evaluation settings predict in windows."""
+        if self.evaluation.get("mode") == "sliding":
+            return int(self.evaluation["window"]), int(self.evaluation["stride"])
+        return None
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of float images in [0, 1], averaged over the test-time scales/flips."""
+        from pctkit.engine.model import multi_scale_logits
+
+        predictor: nn.Module = self.net
+        window = self.sliding_window()
+        if window is not None:
+            from pctkit.engine.evaluation import SlidingWindow
+
+            predictor = SlidingWindow(self.net, *window)
+        scales = tuple(self.evaluation.get("scales", (1.0,)))
+        return multi_scale_logits(predictor, images, scales, bool(self.evaluation.get("flip", False)))
+
+    def predict(
+        self, image: npt.NDArray[np.uint8], image_labels: Sequence[int] | None = None
+    ) -> npt.NDArray[np.uint8]:
+        """The class mask ``(H, W)`` of one RGB image ``(H, W, 3)`` uint8.
+
+        With ``image_labels`` (class indices; background is always added) the
+        prediction is class-aware: the argmax over those classes only.
+        """
+        from pctkit.engine.evaluation import class_aware_or_plain
+
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+        images = tensor.to(self.device).float() / 255
+        logits = self.logits(images)
+        labels = None
+        if image_labels is not None:
+            labels = torch.zeros(1, len(self.class_names), device=logits.device)
+            labels[0, [0, *image_labels]] = 1.0
+        mask: npt.NDArray[np.uint8] = class_aware_or_plain(logits, labels)[0].to(torch.uint8).cpu().numpy()
+        return mask
+
+
+def load_bundle(bundle_dir: Path, device: torch.device | str = "cpu") -> Predictor:
+    """A :class:`Predictor` from a bundle folder alone."""
+    bundle_dir = Path(bundle_dir)
+    if not is_bundle(bundle_dir):
+        raise ExportError(f"{bundle_dir} is not a pctkit bundle (needs {WEIGHTS_FILE} and {RECIPE_FILE})")
+    weights = bundle_dir / WEIGHTS_FILE
+    metadata = read_metadata(weights)
+    recipe = tomllib.loads((bundle_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    if "model" not in recipe:
+        raise ExportError(f"{bundle_dir / RECIPE_FILE} has no [model] section")
+    class_names = list(metadata["class_names"])
+    net = rebuild_net(recipe["model"], len(class_names), weights).to(device)
+    return Predictor(net, class_names, recipe.get("evaluation", {}), _palette(metadata), metadata)
+
+
+def load_run_net(run_dir: Path, role: str | None = None, device: torch.device | str = "cpu") -> Predictor:
+    """A :class:`Predictor` for one net of a run directory (default: see :func:`choose_role`),
+    with the run's evaluation settings."""
+    role = choose_role(run_dir, role)
+    weights = run_dir / f"{role}_net.safetensors"
+    metadata = read_metadata(weights)
+    class_names = list(metadata["class_names"])
+    net = rebuild_net(metadata["model"], len(class_names), weights).to(device)
+    return Predictor(
+        net, class_names, _run_recipe(run_dir).get("evaluation", {}), _palette(metadata), metadata
+    )
+
+
+def load_model(bundle_dir: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+    """The network of an exported bundle, ready to use: an ``nn.Module`` in eval mode.
+
+    It takes RGB images scaled to [0, 1], ``(N, 3, H, W)`` float, and returns logits
+    ``(N, C, H, W)``; normalisation happens inside. Class names and the palette are in
+    the header of ``model.safetensors`` (:func:`pctkit.artifacts.models.read_metadata`).
+    """
+    return load_bundle(Path(bundle_dir), device).net
+
+
+def _palette(metadata: dict[str, Any]) -> list[tuple[int, int, int]] | None:
+    palette = metadata.get("palette")
+    return [(int(r), int(g), int(b)) for r, g, b in palette] if palette else None
+
+
+def _run_recipe(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "recipe.json"
+    if not path.is_file():
+        raise ExportError(f"{run_dir} holds no run (no recipe.json)")
+    recipe: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return recipe
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_bundle(run_dir: Path, out: Path, role: str | None = None, *, onnx: bool = False) -> Path:
+    """Write the bundle of one net of a run into ``out``; returns ``out``.
+
+    Args:
+        run_dir: a run directory (final weights, ``recipe.json``, ``results.json``).
+        out: the bundle folder (created; files in it are replaced).
+        role: ``retrained``, ``hybrid``, ``pseudo`` or ``supervised``; default: the
+            retrained net where there is one.
+        onnx: also write ``model.onnx`` (needs the ``onnx`` package).
+    """
+    role = choose_role(run_dir, role)
+    recipe = _run_recipe(run_dir)
+    source = run_dir / f"{role}_net.safetensors"
+    metadata = read_metadata(source)
+    model_section = without_initial_weights(metadata["model"])
+    evaluation = {k: v for k, v in recipe.get("evaluation", {}).items() if k != "num_pictures"}
+
+    header = {key: json.dumps(value) for key, value in metadata.items() if key != "format"}
+    header.update(
+        {
+            "model": json.dumps(model_section),
+            "source_run": str(run_dir.resolve()),
+            "format": BUNDLE_FORMAT,
+            "role": role,
+            "pctkit_version": __version__,
+            "trained_with": str(metadata.get("pctkit_version", "")),
+            "experiment": str(recipe.get("experiment", {}).get("name", "")),
+            "num_classes": str(len(metadata["class_names"])),
+        }
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_tensors(out / WEIGHTS_FILE, load_tensors(source), header)
+
+    from pctkit.recipe import dumps_toml
+
+    recipe_header = (
+        f"The {role} net of run {recipe.get('experiment', {}).get('name', '?')}: the [model] section "
+        "rebuilds it\n(pctkit.load_model), [evaluation] says how its masks were predicted."
+    )
+    atomic_write_text(
+        out / RECIPE_FILE,
+        dumps_toml({"model": model_section, "evaluation": evaluation}, header=recipe_header),
+    )
+    results_file = run_dir / "results.json"
+    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else None
+    atomic_write_text(out / "README.md", model_card(role, recipe, read_metadata(out / WEIGHTS_FILE), results))
+    if onnx:
+        predictor = load_bundle(out)
+        export_onnx(predictor.net, out / ONNX_FILE, _input_size(predictor.metadata))
+    return out
+
+
+def _input_size(metadata: dict[str, Any]) -> tuple[int, int]:
+    size = metadata.get("input_size") or [64, 64]
+    return int(size[0]), int(size[1])
+
+
+def export_onnx(net: nn.Module, path: Path, input_size: tuple[int, int]) -> None:
+    """Write ``net`` as an ONNX graph: input ``images`` (N, 3, H, W) in [0, 1], output
+    ``logits`` (N, C, H, W); batch, height and width are dynamic."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; fail with a clear message first)
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx package: pip install 'pctkit[onnx]'") from None
+    import warnings
+
+    example = torch.rand(1, 3, *input_size, device=next(net.parameters()).device)
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with warnings.catch_warnings():
+        # The tracer warns about shape comparisons it records as constants; the only
+        # one (skipping an upsampling to the input size) is taken for every input size.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net.eval(),
+            (example,),
+            str(temporary),
+            dynamo=False,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": dynamic, "logits": dynamic},
+            opset_version=17,
+        )
+    temporary.replace(path)
+
+
+# --------------------------------------------------------------------------- model card
+
+
+def model_card(
+    role: str, recipe: dict[str, Any], metadata: dict[str, Any], results: dict[str, Any] | None
+) -> str:
+    """The README of a bundle: what the net is, how to use it, how well it did."""
+    name = recipe.get("experiment", {}).get("name", "pctkit model")
+    class_names: list[str] = list(metadata["class_names"])
+    model = metadata.get("model", {})
+    backbone, head = model.get("backbone", {}), model.get("head", {})
+    backbone_name = backbone.get("model_name", "")
+    size = metadata.get("input_size")
+    lines = [
+        f"# {name}: {role} net",
+        "",
+        f"A semantic segmentation network trained with pctkit {metadata.get('trained_with') or __version__} "
+        f"(progressive cross training, recipe `{name}`), exported as the **{role}** net.",
+        "",
+        f"- **Classes** ({len(class_names)}): {', '.join(class_names)}",
+        f"- **Architecture**: backbone `{backbone.get('type', '?')}`"
+        + (f" (`{backbone_name}`)" if backbone_name else "")
+        + f", head `{head.get('type', '?')}`",
+        "- **Input**: RGB images scaled to [0, 1], `(N, 3, H, W)` float; the normalisation "
+        f"(mean {_rounded(metadata.get('mean'))}, std {_rounded(metadata.get('std'))}) is inside the net.",
+        f"- **Trained at**: {size[0]} x {size[1]} pixels; any size works."
+        if size
+        else "- **Input size**: any.",
+        "- **Output**: logits `(N, C, H, W)`; the mask is their argmax over classes.",
+        f"- **Data**: `{recipe.get('data', {}).get('type', '?')}`",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import pctkit",
+        "",
+        'net = pctkit.load_model("path/to/this/folder")  # nn.Module in eval mode',
+        "logits = net(images)  # images: (N, 3, H, W) in [0, 1]",
+        "mask = logits.argmax(1)",
+        "```",
+        "",
+        "```",
+        "pctkit predict path/to/this/folder images/ --out predictions/",
+        "pctkit eval path/to/this/folder --data RECIPE_OR_RUN_DIR",
+        "```",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if results is None or not results.get("nets"):
+        lines.append("The run had not been evaluated when it was exported.")
+    else:
+        lines += [
+            "mIoU on the validation split of the run, from its `results.json`. *Plain* is the "
+            "argmax over all classes (the mode of a deployed model); *with image labels* restricts "
+            "it to the classes each image contains (the mode in which the method reports its "
+            "stage-1 nets).",
+            "",
+            "| net | mIoU plain | mIoU with image labels | pixel accuracy |",
+            "|---|---|---|---|",
+        ]
+        for net_role, summary in results["nets"].items():
+            marker = " (this bundle)" if net_role == role else ""
+            lines.append(
+                f"| {net_role}{marker} | {summary['miou']:.4f} | {summary['miou_with_labels']:.4f} "
+                f"| {summary.get('pixel_accuracy', float('nan')):.4f} |"
+            )
+        own = results["nets"].get(role)
+        if own is not None:
+            lines += ["", f"Per-class IoU of the {role} net:", "", "| class | plain | with image labels |"]
+            lines.append("|---|---|---|")
+            for class_name in class_names:
+                plain = own["iou"].get(class_name)
+                labelled = own["iou_with_labels"].get(class_name)
+                lines.append(f"| {class_name} | {_score(plain)} | {_score(labelled)} |")
+    lines += ["", "## Files", "", f"- `{WEIGHTS_FILE}`: weights; the header holds the metadata above."]
+    lines.append(
+        f"- `{RECIPE_FILE}`: the `[model]` section that rebuilds the net, and its evaluation settings."
+    )
+    lines.append(f"- `{ONNX_FILE}` (if exported): the same net as ONNX, input `images`, output `logits`.")
+    return "\n".join(lines) + "\n"
+
+
+def _rounded(values: Any) -> str:
+    return "[" + ", ".join(f"{float(v):.3f}" for v in values or []) + "]"
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

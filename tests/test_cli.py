@@ -1,0 +1,202 @@
+"""Tests of the command line: validate, list, schema, and user mistakes without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pctkit.cli.main import app, main
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "recipes" / "quickstart.toml"
+PCTKIT = Path(sys.executable).parent / "pctkit"
+
+BAD_RECIPE = """\
+[experiment]
+name = "bad"
+
+[data]
+type = "digit_scenes"
+
+[model.backbone]
+type = "timm"
+model_name = "test_resnet"
+outptu_stride = 16
+
+[model.head]
+type = "fusoin"
+
+[cross_training]
+iterations = "many"
+strong_batch_size = 2
+weak_batch_size = 2
+
+[optimizer]
+type = "adamw"
+
+[retrain]
+iterations = 3
+batch_size = 4
+"""
+# Fewer scenes: the build check generates the dataset.
+SMALL_DATA = ["--set", "data.num_strong=4", "--set", "data.num_weak=4", "--set", "data.num_val=4"]
+BAD_PATHS = {"model.backbone.outptu_stride", "model.head.type", "cross_training.iterations"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The build check's tiny forward pass runs far faster on one thread on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    # Wide lines: Rich must not wrap a message in the middle of what a test looks for.
+    return CliRunner(env={"COLUMNS": "300", "HF_HUB_OFFLINE": "1"})
+
+
+@pytest.fixture
+def bad_recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_RECIPE, encoding="utf-8")
+    return path
+
+
+def test_validate_passes_on_quickstart(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["validate", str(QUICKSTART), *SMALL_DATA])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    assert "model: builds" in result.output
+    assert "pct for 1500 iterations" in result.output
+
+
+def test_validate_lists_every_error_and_exits_1(runner: CliRunner, bad_recipe: Path) -> None:
+    result = runner.invoke(app, ["validate", str(bad_recipe)])
+    assert result.exit_code == 1
+    assert "3 problem(s)" in result.output
+    for path in BAD_PATHS:
+        assert path in result.output
+    assert "did you mean 'fusion'?" in result.output
+    assert "did you mean 'output_stride'?" in result.output
+    assert f"{bad_recipe}:13" in result.output  # file:line of the head type
+
+
+def test_validate_json_output(runner: CliRunner, bad_recipe: Path) -> None:
+    result = runner.invoke(app, ["validate", str(bad_recipe), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["valid"] is False
+    assert {issue["path"] for issue in report["issues"]} == BAD_PATHS
+    head = next(issue for issue in report["issues"] if issue["path"] == "model.head.type")
+    assert head["line"] == 13 and head["hint"] == "did you mean 'fusion'?" and head["source"] == "recipe"
+
+
+def test_validate_json_of_a_valid_recipe(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["validate", str(QUICKSTART), "--json", *SMALL_DATA])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["valid"] is True and report["issues"] == []
+    assert any("model" in line for line in report["checked"])
+
+
+def test_validate_reports_override_mistakes_as_set(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["validate", str(QUICKSTART), "--set", "model.head.chanels=8"])
+    assert result.exit_code == 1
+    assert "model.head.chanels" in result.output and "[--set]" in result.output
+
+
+def test_validate_missing_file(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 1
+    assert "recipe file not found" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_list_shows_components_with_origin_and_parameters(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    for name in (
+        "timm",
+        "fusion",
+        "deeplabv3plus",
+        "class_aware_cross_entropy",
+        "digit_scenes",
+        "adamw",
+        "poly",
+    ):
+        assert name in result.output
+    assert "built-in" in result.output
+    assert "output_stride: int" in result.output and "aspp_rates" in result.output
+
+
+def test_list_one_kind(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["list", "backbones"])
+    assert result.exit_code == 0, result.output
+    assert "timm" in result.output and "output_stride" in result.output
+    assert "fusion" not in result.output and "adamw" not in result.output
+    # The singular works too.
+    assert runner.invoke(app, ["list", "backbone"]).output == result.output
+
+
+def test_list_json(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["list", "heads", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    fusion = next(c for c in report["components"] if c["name"] == "fusion")
+    assert fusion["origin"] == "pctkit" and fusion["kind"] == "heads"
+    assert "channels" in fusion["parameters"]
+    assert {c["kind"] for c in report["components"]} == {"heads"}
+
+
+def test_schema_is_json_with_component_parameters(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["schema"])
+    assert result.exit_code == 0, result.output
+    schema = json.loads(result.stdout)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    text = json.dumps(schema)
+    for name in ("output_stride", "aspp_rates", "score_power", "class_aware_cross_entropy"):
+        assert name in text
+    written = tmp_path / "schema.json"
+    assert runner.invoke(app, ["schema", "--out", str(written)]).exit_code == 0
+    assert json.loads(written.read_text()) == schema
+
+
+def test_real_command_exit_codes_without_traceback(bad_recipe: Path) -> None:
+    environment = {**os.environ, "COLUMNS": "300", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [str(PCTKIT), "validate", str(bad_recipe)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stdout + completed.stderr
+    for path in BAD_PATHS:
+        assert path in completed.stderr
+
+
+def test_console_entry_point_turns_a_missing_recipe_into_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run` leaves recipe errors to the entry point's handler (CliRunner would not show it).
+    monkeypatch.setattr(sys, "argv", ["pctkit", "run", str(tmp_path / "missing.toml")])
+    monkeypatch.setenv("COLUMNS", "300")
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 1
+    captured = capsys.readouterr()
+    assert "recipe file not found" in captured.err
+    assert "Traceback" not in captured.out + captured.err

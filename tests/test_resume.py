@@ -1,0 +1,310 @@
+"""Runs that survive: exact resume after crashes in every stage, SIGTERM, refused
+resumes, non-finite losses, and the best checkpoint across a resume.
+
+The crash test runs the real CLI in subprocesses that kill themselves (SIGKILL: no
+clean-up at all) at known points, resumes each time, and compares the final weights
+with an uninterrupted run, tensor by tensor, for equality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tiny_run import (
+    finished_run,
+    hooked_command,
+    run_cli,
+    subprocess_environment,
+    write_recipe,
+)
+from torch import Tensor, nn
+
+import pctkit.engine.pseudo_labels as pseudo_labels
+from pctkit.artifacts.io import load_state, load_tensors
+from pctkit.engine.cross_training import StepResult
+from pctkit.engine.trainer import (
+    LoopContext,
+    NonFiniteLossError,
+    Stage,
+    TrainingInterrupted,
+    best_score,
+    latest_checkpoint,
+    restore_latest,
+    run_stage,
+)
+
+pytest.importorskip("sklearn.datasets")  # the digit scenes need scikit-learn
+
+NETS = ("hybrid", "pseudo", "retrained")
+
+
+def _assert_same_weights(run_dir: Path, reference_dir: Path, role: str) -> None:
+    resumed = load_tensors(run_dir / f"{role}_net.safetensors")
+    reference = load_tensors(reference_dir / f"{role}_net.safetensors")
+    assert resumed.keys() == reference.keys()
+    different = [key for key in reference if not torch.equal(resumed[key], reference[key])]
+    assert not different, f"{role} net differs from the uninterrupted run in {different[:5]}"
+
+
+def _crash(
+    stage: str, after: int, signal_name: str, arguments: list[str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        hooked_command(stage, after, signal_name, arguments),
+        env=subprocess_environment(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _label_files(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Pseudo-label files by name: (inode, modification time), to tell a redone one."""
+    return {
+        path.name: (path.stat().st_ino, path.stat().st_mtime_ns)
+        for path in (run_dir / "pseudo_labels").glob("*.png")
+    }
+
+
+def test_resume_after_crashes_in_every_stage_is_bit_exact(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = finished_run(tmp_path_factory)
+    recipe = write_recipe(tmp_path)
+    run_dir = tmp_path / "run"
+
+    # 1. SIGKILL in cross training, mid-iteration 3 (checkpoint at 2).
+    crashed = _crash(
+        "cross_training",
+        2,
+        "SIGKILL",
+        ["run", str(recipe), "--out", str(run_dir), "--set", "checkpoint.interval=2", "--quiet"],
+        tmp_path,
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    assert latest_checkpoint(run_dir, "cross_training") == run_dir / "checkpoints/cross_training-00000002"
+    assert not (run_dir / "hybrid_net.safetensors").exists()
+
+    # 2. Resume with the recipe; SIGKILL in pseudo labels before the 6th label file.
+    crashed = _crash(
+        "pseudo_labels", 5, "SIGKILL", ["run", str(recipe), "--resume", str(run_dir), "--quiet"], tmp_path
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    for role in ("hybrid", "pseudo"):
+        _assert_same_weights(run_dir, reference, role)
+    written_before = _label_files(run_dir)
+    assert len(written_before) == 5
+
+    # 3. `pctkit resume` (the run's own recipe); SIGTERM in retraining iteration 3: the
+    #    step finishes, a checkpoint is written, and the message says how to resume.
+    stopped = _crash("retraining", 2, "SIGTERM", ["resume", str(run_dir), "--quiet"], tmp_path)
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"pctkit resume {run_dir}" in stopped.stderr
+    assert latest_checkpoint(run_dir, "retraining") == run_dir / "checkpoints/retraining-00000003"
+    labels_now = _label_files(run_dir)
+    assert {name: labels_now[name] for name in written_before} == written_before, "labels were redone"
+    assert sorted(labels_now) == sorted(p.name for p in (reference / "pseudo_labels").glob("*.png"))
+    for name in labels_now:
+        assert (run_dir / "pseudo_labels" / name).read_bytes() == (
+            reference / "pseudo_labels" / name
+        ).read_bytes()
+
+    # 4. SIGKILL in retraining, mid-iteration 5 (checkpoint at 4).
+    crashed = _crash("retraining", 4, "SIGKILL", ["resume", str(run_dir), "--quiet"], tmp_path)
+    assert crashed.returncode == -9, crashed.stderr
+
+    # 5. Resume to the end, in this process.
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
+    for role in NETS:
+        _assert_same_weights(run_dir, reference, role)
+    results = json.loads((run_dir / "results.json").read_text())
+    expected = json.loads((reference / "results.json").read_text())
+    assert results["nets"] == expected["nets"]
+    # Each resume continued from its checkpoint: no iteration was trained (logged) twice.
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for stage in ("cross_training", "retraining"):
+        trained = [r["iteration"] for r in records if r["stage"] == stage and "loss" in r]
+        assert trained == [1, 2, 3, 4, 5, 6], (stage, trained)
+    progress = json.loads((run_dir / "progress.json").read_text())
+    assert progress["completed"] == ["cross_training", "pseudo_labels", "retraining", "evaluation"]
+
+
+def test_sigterm_during_pseudo_labels_keeps_the_written_labels(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run(tmp_path_factory), run_dir)
+    labels = sorted((run_dir / "pseudo_labels").glob("*.png"))
+    for path in labels[4:]:
+        path.unlink()
+    progress = json.loads((run_dir / "progress.json").read_text())
+    progress["completed"] = ["cross_training"]
+    (run_dir / "progress.json").write_text(json.dumps(progress))
+
+    save = pseudo_labels.save_palette_png
+    saved: list[str] = []
+
+    def save_then_terminate(mask: Any, path: Path, colors: Any = None) -> None:
+        save(mask, path, colors)
+        saved.append(path.name)
+        if len(saved) == 1:  # SIGTERM while the first batch is written
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(pseudo_labels, "save_palette_png", save_then_terminate)
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 130
+    error = capsys.readouterr().err
+    assert "SIGTERM during pseudo labels" in error and f"pctkit resume {run_dir}" in error
+    assert len(saved) == 4  # the batch under way was finished, no further one started
+    assert len(list((run_dir / "pseudo_labels").glob("*.png"))) == 8
+    assert json.loads((run_dir / "progress.json").read_text())["completed"] == ["cross_training"]
+
+
+def test_resume_with_a_changed_recipe_is_refused_with_the_keys(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    reference = finished_run(tmp_path_factory)
+    recipe = write_recipe(reference.parent)
+    arguments = ["run", str(recipe), "--resume", str(reference), "--quiet"]
+    changed = [*arguments, "--set", "optimizer.lr=0.1", "--set", "cross_training.log_interval=2"]
+    before = (reference / "progress.json").read_text()
+    assert run_cli(changed, monkeypatch) == 1
+    error = capsys.readouterr().err
+    assert "cannot resume" in error
+    assert "optimizer.lr: 0.002 -> 0.1" in error
+    assert "retrain.optimizer.lr" in error
+    assert "log_interval" not in error  # reporting settings may change
+    assert (reference / "progress.json").read_text() == before
+
+
+def test_resume_of_a_folder_without_a_run_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["resume", str(tmp_path)], monkeypatch) == 1
+    assert "no run" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the loop alone
+
+
+class _Counter:
+    """Extra state, to check it is checkpointed."""
+
+    def __init__(self) -> None:
+        self.value = torch.zeros(1, dtype=torch.float64)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"value": self.value.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.value = state["value"].clone()
+
+
+def _linear_stage(
+    bad_iteration: int = 0, skip_nonfinite: bool = False, evaluate: Any = None, iterations: int = 6
+) -> Stage:
+    """A stage that fits a linear map; the loss is NaN at ``bad_iteration`` (1-based)."""
+    torch.manual_seed(0)
+    net = nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1 + step))
+    counter = _Counter()
+    inputs = torch.randn(iterations, 4, 3)
+
+    def micro_batches(start: int) -> Any:
+        return ([(iteration, inputs[iteration])] for iteration in range(start, iterations))
+
+    def compute(batch: Any, micro_index: int) -> StepResult:
+        iteration, x = batch
+        counter.value += 1
+        loss = (net(x) - 1).pow(2).mean()
+        if iteration + 1 == bad_iteration:
+            loss = loss * float("nan")
+        return StepResult(loss, {"loss_fit": loss.detach()})
+
+    return Stage(
+        name="fit",
+        nets={"net": net},
+        optimizers={"net": optimizer},
+        schedulers={"net": scheduler},
+        extra_state={"counter": counter},
+        micro_batches=micro_batches,
+        compute=compute,
+        total_iterations=iterations,
+        log_interval=50,
+        checkpoint_interval=2,
+        keep_last=2,
+        skip_nonfinite=skip_nonfinite,
+        evaluate=evaluate,
+        eval_interval=1 if evaluate else 0,
+        best_metric="score" if evaluate else "",
+    )
+
+
+def test_a_nan_loss_stops_naming_the_term_and_iteration_keeping_the_last_good_checkpoint(
+    tmp_path: Path,
+) -> None:
+    stage = _linear_stage(bad_iteration=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss_fit at iteration 3") as raised:
+        run_stage(stage, LoopContext(run_dir=tmp_path, device=torch.device("cpu")))
+    assert "skip_nonfinite" in str(raised.value)
+    # Logged every 50 iterations, but checked before the checkpoint at 4: none was written.
+    assert latest_checkpoint(tmp_path, "fit") == tmp_path / "checkpoints/fit-00000002"
+    state, metadata = load_state(tmp_path / "checkpoints/fit-00000002")
+    assert metadata["iteration"] == 2
+    assert all(torch.isfinite(value).all() for value in state["nets"]["net"].values())
+
+
+def test_skip_nonfinite_skips_the_step_and_still_checkpoints(tmp_path: Path) -> None:
+    records: list[dict[str, Any]] = []
+    stage = _linear_stage(bad_iteration=4, skip_nonfinite=True)
+    run_stage(stage, LoopContext(run_dir=tmp_path, device=torch.device("cpu"), log=records.append))
+    assert {"stage": "fit", "iteration": 4, "skipped_nonfinite": True} in records
+    assert latest_checkpoint(tmp_path, "fit") == tmp_path / "checkpoints/fit-00000006"
+    weights = stage.nets["net"].state_dict()
+    assert all(torch.isfinite(value).all() for value in weights.values())
+    assert all(torch.isfinite(torch.tensor(r["loss_fit"])) for r in records if "loss_fit" in r)
+
+
+def test_stopped_stage_resumes_to_the_same_state_and_keeps_the_better_best(tmp_path: Path) -> None:
+    scores = iter([0.5, 0.9, 0.1, 0.2, 0.3, 0.4])
+
+    def evaluate(iteration: int) -> dict[str, float]:
+        return {"score": next(scores)}
+
+    uninterrupted = _linear_stage()
+    run_stage(uninterrupted, LoopContext(run_dir=tmp_path / "whole", device=torch.device("cpu")))
+
+    first = _linear_stage(evaluate=evaluate)
+    context = LoopContext(run_dir=tmp_path / "parts", device=torch.device("cpu"), stop_after=3)
+    with pytest.raises(TrainingInterrupted) as raised:
+        run_stage(first, context)
+    assert raised.value.run_dir == tmp_path / "parts"
+    assert best_score(tmp_path / "parts", "fit") == 0.9
+
+    second = _linear_stage(evaluate=evaluate)
+    context = LoopContext(run_dir=tmp_path / "parts", device=torch.device("cpu"))
+    start = restore_latest(second, context, None)
+    assert start == 3
+    run_stage(second, context, start)
+    for key, value in uninterrupted.nets["net"].state_dict().items():
+        assert torch.equal(second.nets["net"].state_dict()[key], value)
+    assert second.extra_state["counter"].value.item() == 6  # type: ignore[attr-defined]
+    # Later scores (0.2 .. 0.4) are worse than 0.9 from before the stop.
+    _, metadata = load_state(tmp_path / "parts/checkpoints/fit-best")
+    assert (metadata["iteration"], metadata["score"]) == (2, 0.9)
+    # keep_last = 2 periodic checkpoints, the best, and no leftovers of the writes.
+    assert sorted(os.listdir(tmp_path / "parts/checkpoints")) == ["fit-00000004", "fit-00000006", "fit-best"]

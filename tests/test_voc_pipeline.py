@@ -1,0 +1,341 @@
+"""The ``voc`` pipeline end to end on a tiny VOC + SBD folder, with ``recipes/voc_pct.toml``
+made CPU-sized by ``--set`` overrides only; ``pctkit validate`` on that recipe; and
+validation at full resolution (whole images or sliding windows)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from typer.testing import CliRunner
+
+import pctkit
+from pctkit.cli.main import app
+from pctkit.components.contracts import DataError
+from pctkit.components.datasets.voc import voc
+from pctkit.engine.data import AugmentationSettings, TrainingImages
+from pctkit.engine.evaluation import SlidingWindow, evaluate
+from pctkit.palette import load_mask_png, save_palette_png, voc_palette
+from pctkit.recipe import RecipeError, load_recipe
+
+RECIPE = Path(pctkit.__file__).parent / "recipes" / "voc_pct.toml"
+SPLITS = Path("ImageSets/Segmentation")
+
+TINY_NET = [
+    'model.backbone.pretrained=""',
+    'model.backbone.model_name="test_resnet"',
+    "model.backbone.out_indices=[1, 3]",
+    "model.backbone.output_stride=16",
+    "model.head.channels=16",
+    "model.head.shortcut_channels=8",
+    "augmentation.crop_size=32",
+]
+"""What makes the paper's net CPU-sized: timm's test ResNet, a narrow DeepLabv3+ head."""
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one thread is faster than two fighting other processes for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_overrides(root: Path, output_dir: Path) -> list[str]:
+    """``--set`` overrides that turn voc_pct.toml into a seconds-long CPU run on ``root``."""
+    return [
+        f"data.root={root}",
+        "data.num_strong=4",
+        *TINY_NET,
+        f"experiment.output_dir={output_dir}",
+        'experiment.device="cpu"',
+        'experiment.precision="fp32"',
+        "experiment.channels_last=false",
+        "experiment.deterministic=true",
+        "loader.num_workers=0",
+        "cross_training.iterations=2",
+        "cross_training.strong_batch_size=2",
+        "cross_training.weak_batch_size=2",
+        "cross_training.eval_interval=0",
+        "retrain.iterations=2",
+        "retrain.batch_size=2",
+        "retrain.eval_interval=0",
+        "retrain.pseudo_labels.scales=[1.0]",
+        "retrain.pseudo_labels.flip=false",
+        "evaluation.batch_size=1",
+        "evaluation.num_pictures=2",
+        "checkpoint.interval=0",
+    ]
+
+
+def with_sets(overrides: list[str]) -> list[str]:
+    return [part for override in overrides for part in ("--set", override)]
+
+
+def run_cli(*arguments: str) -> Any:
+    return CliRunner().invoke(app, [*arguments], catch_exceptions=True)
+
+
+def validate_json(*overrides: str) -> tuple[int, dict[str, Any]]:
+    result = run_cli("validate", str(RECIPE), "--json", *with_sets(list(overrides)))
+    return result.exit_code, json.loads(result.stdout)
+
+
+def split_names(root: Path, file_name: str) -> list[str]:
+    return (root / SPLITS / file_name).read_text().split()
+
+
+def image_size(root: Path, name: str) -> tuple[int, int]:
+    with Image.open(root / "JPEGImages" / f"{name}.jpg") as image:
+        return image.height, image.width
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_voc_pct_runs_end_to_end(tiny_voc: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "run", str(RECIPE), *with_sets(tiny_overrides(tiny_voc, tmp_path)), "--out", str(run_dir), "--quiet"
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+    # The run kept the paper's settings except what was overridden.
+    saved = json.loads((run_dir / "recipe.json").read_text())
+    assert saved["model"]["head"]["type"] == "deeplabv3plus"
+    assert saved["model"]["head"]["aspp_rates"] == [6, 12, 18]
+    assert saved["optimizer"] == {
+        "type": "sgd",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "weight_decay": 4e-5,
+        "nesterov": False,
+    }
+    assert saved["retrain"]["optimizer"]["lr"] == 7e-3
+    assert saved["cross_training"]["score_power"] == 8.0
+
+    # Pseudo labels: one VOC palette PNG per weak image, at the image's size, holding
+    # only classes of the image's labels (the class-aware prediction).
+    data = voc(root=str(tiny_voc), num_strong=4)
+    strong = set(split_names(tiny_voc, "train.txt"))
+    weak = [name for name in split_names(tiny_voc, "train_aug.txt") if name not in strong]
+    written = sorted(path.stem for path in (run_dir / "pseudo_labels").glob("*.png"))
+    assert written == sorted(weak)
+    for index in range(len(data.train)):
+        sample = data.train[index]
+        if sample.name in strong:
+            continue
+        with Image.open(run_dir / "pseudo_labels" / f"{sample.name}.png") as label:
+            assert label.mode == "P"
+            assert np.array_equal(np.array(label.getpalette(), dtype=np.uint8), voc_palette(256).reshape(-1))
+            assert (label.height, label.width) == sample.image.shape[:2]
+            assert set(np.unique(np.asarray(label)).tolist()) <= set(sample.image_labels)
+
+    # Retraining reads its targets from there: a weak image's mask is its pseudo label.
+    retraining_images = TrainingImages(data.train, 21, AugmentationSettings(), run_dir / "pseudo_labels")
+    index = split_names(tiny_voc, "train_aug.txt").index(weak[0])
+    expected = load_mask_png(run_dir / "pseudo_labels" / f"{weak[0]}.png")
+    assert np.array_equal(retraining_images[(index, 0)]["mask"].numpy(), expected)
+
+    stages = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("stage") == "retraining" and r.get("iteration") == 2 for r in stages)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["nets"]) == {"hybrid", "pseudo", "retrained"}
+    for summary in results["nets"].values():
+        assert 0.0 <= summary["miou"] <= 1.0 and 0.0 <= summary["miou_with_labels"] <= 1.0
+        assert set(summary["iou"]) == set(data.class_names)
+    assert results["pseudo_labels"]["images"] == len(weak)
+    assert (run_dir / "predictions.png").is_file()
+    assert {"hybrid_net", "pseudo_net", "retrained_net"} <= {p.stem for p in run_dir.glob("*.safetensors")}
+
+
+def break_mask(root: Path, name: str, problem: str) -> str:
+    """Spoil the training mask of ``name``; returns what the error must say."""
+    height, width = image_size(root, name)
+    path = root / "SegmentationClassAug" / f"{name}.png"
+    if problem == "label values":
+        mask = load_mask_png(path)
+        mask[:3] = 30
+        save_palette_png(mask, path)
+        return rf"{name}\.png has label values \[30\]"
+    save_palette_png(np.zeros((height - 5, width), dtype=np.uint8), path)
+    return rf"{name}\.png is {width}x{height - 5} but its image .*{name}\.jpg is {width}x{height}"
+
+
+@pytest.mark.parametrize(
+    ("split", "position", "problem", "workers"),
+    [
+        ("train.txt", 3, "label values", 0),
+        ("train.txt", 2, "size", 1),
+        ("train_aug.txt", 6, "size", 0),
+    ],
+    ids=["strong-mask-label-values", "strong-mask-size-in-a-loader-worker", "weak-mask-size"],
+)
+def test_a_broken_mask_stops_the_run_naming_the_file(
+    tiny_voc: Path, tmp_path: Path, split: str, position: int, problem: str, workers: int
+) -> None:
+    # None of these is an image validate loads, so the run is the first to read it: a
+    # strong one in the first iterations (2 x 2 strong draws cover all 4), a weak one
+    # in training or, at the latest, when the pseudo labels are made.
+    expected = break_mask(tiny_voc, split_names(tiny_voc, split)[position], problem)
+    assert validate_json(*tiny_overrides(tiny_voc, tmp_path))[0] == 0
+    overrides = [*tiny_overrides(tiny_voc, tmp_path), f"loader.num_workers={workers}"]
+    result = run_cli("run", str(RECIPE), *with_sets(overrides), "--out", str(tmp_path / "run"), "--quiet")
+    assert isinstance(result.exception, DataError)
+    assert re.match(rf"mask .*{expected}", str(result.exception))  # no worker traceback around it
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def test_validate_without_data_reports_root_and_weights_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the recipe's relative paths now point nowhere
+    code, report = validate_json()
+    assert code == 1 and report["valid"] is False
+    issues = {issue["path"]: issue for issue in report["issues"]}
+    assert set(issues) == {"data.root", "model.backbone.pretrained"}
+    assert "data/VOCdevkit/VOC2012" in issues["data.root"]["message"]
+    assert "--set data.root=" in issues["data.root"]["message"]
+    assert "weights/resnet101.a1h_in1k.safetensors" in issues["model.backbone.pretrained"]["message"]
+    assert "--set model.backbone.pretrained=" in issues["model.backbone.pretrained"]["hint"]
+
+
+def test_validate_passes_on_the_tiny_layout(tiny_voc: Path, tmp_path: Path) -> None:
+    code, report = validate_json(f"data.root={tiny_voc}", "data.num_strong=4", *TINY_NET)
+    assert code == 0, report["issues"]
+    checked = "\n".join(report["checked"])
+    assert "12 training (4 strong), 4 validation images, 21 classes" in checked
+    assert "first strong training image 'train_0011' loads" in checked
+    assert "first weak training image 'train_0001' loads" in checked
+
+
+def missing(relative: str, expected: str) -> Any:
+    def spoil(root: Path) -> str:
+        (root / relative).unlink()
+        return expected
+
+    return spoil
+
+
+def empty_val_list(root: Path) -> str:
+    (root / SPLITS / "val.txt").write_text("\n")
+    return r"split file .*val\.txt is empty"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        missing("JPEGImages/train_0005.jpg", r"train_aug\.txt.*train_0005\.jpg \(line 6\)"),
+        missing("SegmentationClassAug/train_0007.png", r"strong mask.*train_0007\.png"),
+        missing("SegmentationClass/val_0002.png", r"val\.txt.*SegmentationClass/val_0002\.png"),
+        empty_val_list,
+        lambda root: break_mask(root, "train_0011", "size"),
+        lambda root: break_mask(root, "train_0001", "label values"),
+    ],
+    ids=[
+        "missing-image",
+        "missing-strong-mask",
+        "missing-val-mask",
+        "empty-split",
+        "mask-size",
+        "label-values",
+    ],
+)
+def test_validate_names_the_broken_file(tiny_voc: Path, spoil: Any) -> None:
+    """Construction-time problems, and load-time ones in the images validate loads."""
+    expected = spoil(tiny_voc)
+    code, report = validate_json(f"data.root={tiny_voc}", "data.num_strong=4", *TINY_NET)
+    assert code == 1
+    data_issues = [issue for issue in report["issues"] if issue["path"].startswith("data")]
+    assert len(data_issues) == 1 and re.search(expected, data_issues[0]["message"])
+
+
+def test_split_file_errors_point_at_their_parameter(tiny_voc: Path) -> None:
+    code, report = validate_json(
+        f"data.root={tiny_voc}", 'data.strong_list="ImageSets/Segmentation/nope.txt"', *TINY_NET
+    )
+    assert code == 1
+    assert [issue["path"] for issue in report["issues"]] == ["data.strong_list"]
+    code, report = validate_json(f"data.root={tiny_voc}", "data.num_strong=92", *TINY_NET)
+    assert [issue["path"] for issue in report["issues"]] == ["data.num_strong"]
+    assert "lists only 4 names" in report["issues"][0]["message"]
+
+
+# --------------------------------------------------------------------------- full resolution
+
+
+class ShapeRecorder(nn.Module):
+    """A per-pixel net (1x1 convolution) that records the input sizes it sees."""
+
+    def __init__(self, num_classes: int = 21) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, num_classes, 1)
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, images: Tensor) -> Tensor:
+        self.sizes.append((int(images.shape[-2]), int(images.shape[-1])))
+        logits: Tensor = self.conv(images)
+        return logits
+
+
+def test_sliding_window_covers_the_image_with_windows() -> None:
+    net = ShapeRecorder()
+    images = torch.rand(2, 3, 37, 50)
+    with torch.no_grad():
+        whole = net(images)
+        net.sizes.clear()
+        sliding = SlidingWindow(net, window=16, stride=10)(images)
+    # Rows start at 0, 10, 20, 21; columns at 0, 10, 20, 30, 34: the last flush with the edge.
+    assert net.sizes == [(16, 16)] * 20
+    assert torch.allclose(sliding, whole, atol=1e-5)  # a per-pixel net sees no seams
+
+
+def test_sliding_window_larger_than_the_image_is_one_pass() -> None:
+    net = ShapeRecorder()
+    with torch.no_grad():
+        SlidingWindow(net, window=512, stride=341)(torch.rand(1, 3, 40, 30))
+    assert net.sizes == [(40, 30)]
+
+
+def test_evaluation_at_full_resolution_whole_or_sliding(tiny_voc: Path) -> None:
+    data = voc(root=str(tiny_voc), num_strong=4)
+    net = ShapeRecorder()
+    whole = evaluate(net, data.val, data.class_names, torch.device("cpu"), batch_size=1)
+    assert sorted(set(net.sizes)) == [(48, 64), (56, 60)]  # every image at its own size
+    net.sizes.clear()
+    sliding = evaluate(
+        net, data.val, data.class_names, torch.device("cpu"), batch_size=2, sliding_window=(32, 21)
+    )
+    assert set(net.sizes) == {(32, 32)}
+    assert torch.equal(sliding.plain.matrix, whole.plain.matrix)
+    labelled = sum(int((data.val[i].mask != 255).sum()) for i in range(len(data.val)))  # type: ignore[operator]
+    assert int(whole.plain.matrix.sum()) == labelled
+
+
+def test_sliding_mode_is_declared_in_the_recipe(tiny_voc: Path) -> None:
+    recipe = load_recipe(
+        RECIPE, ['evaluation.mode="sliding"', "evaluation.window=321", "evaluation.stride=214"]
+    )
+    assert (recipe.evaluation.mode, recipe.evaluation.window, recipe.evaluation.stride) == (
+        "sliding",
+        321,
+        214,
+    )
+    with pytest.raises(RecipeError) as error:
+        load_recipe(RECIPE, ['evaluation.mode="tiles"'])
+    assert [issue.path for issue in error.value.issues] == ["evaluation.mode"]
+    with pytest.raises(RecipeError) as error:
+        load_recipe(RECIPE, ["evaluation.window=100", "evaluation.stride=200"])
+    assert "stride 200 is larger than window 100" in str(error.value)

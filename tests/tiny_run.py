@@ -1,0 +1,200 @@
+"""A tiny complete run, shared by the tests of resuming, exporting and reporting.
+
+Not a test module: the tests import it. The run is digit scenes of 32 px, a
+``test_resnet`` + ``fusion`` net with 8 channels and 6 iterations per stage, on one
+CPU thread, so that a run in this process and one in a subprocess compute the same
+floating-point operations in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+RECIPE = """
+[experiment]
+name = "tiny"
+seed = 0
+output_dir = "{output_dir}"
+device = "cpu"
+
+[data]
+type = "digit_scenes"
+num_strong = 4
+num_weak = 8
+num_val = 4
+canvas_size = 32
+min_digit_size = 8
+max_digit_size = 16
+digit_classes = [0, 1, 2]
+
+[model.backbone]
+type = "timm"
+model_name = "test_resnet"
+out_indices = [1, 3]
+output_stride = 32
+
+[model.head]
+type = "fusion"
+channels = 8
+
+[cross_training]
+iterations = 6
+strong_batch_size = 2
+weak_batch_size = 2
+log_interval = 1
+eval_interval = 3
+
+[optimizer]
+type = "adamw"
+lr = 2e-3
+
+[retrain]
+iterations = 6
+batch_size = 4
+log_interval = 1
+eval_interval = 3
+
+[retrain.pseudo_labels]
+scales = [1.0]
+flip = false
+batch_size = 4
+
+[evaluation]
+batch_size = 4
+num_pictures = 2
+"""
+
+
+def write_recipe(folder: Path) -> Path:
+    """Write the tiny recipe into ``folder``; returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny.toml"
+    path.write_text(RECIPE.format(output_dir=folder / "runs"), encoding="utf-8")
+    return path
+
+
+def subprocess_environment() -> dict[str, str]:
+    """The environment of a ``pctkit`` subprocess: one thread, offline, wide output."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
+
+
+def run_in_process(recipe_path: Path, run_dir: Path, overrides: list[str] | None = None) -> Path:
+    """Run the recipe to its end in this process, on one thread; returns the run folder."""
+    from pctkit.engine.pipeline import Run, prepare_run_dir
+    from pctkit.engine.reporting import Reporter
+    from pctkit.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides or [])
+    prepare_run_dir(recipe, run_dir, resume=False, overwrite=False)
+    with one_thread():
+        Run(recipe, run_dir, Reporter(enabled=False)).execute()
+    return run_dir
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block (the subprocesses' setting)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+_FINISHED: dict[str, Path] = {}
+
+
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished tiny run per test session (callers must not change its weights)."""
+    if "run" not in _FINISHED:
+        folder = tmp_path_factory.mktemp("tiny")
+        _FINISHED["run"] = run_in_process(write_recipe(folder), folder / "reference")
+    return _FINISHED["run"]
+
+
+def run_cli(arguments: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run the ``pctkit`` console entry point in this process; returns its exit code."""
+    from pctkit.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["pctkit", *arguments])
+    monkeypatch.setenv("COLUMNS", "300")
+    try:
+        with one_thread():
+            main()
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+# --------------------------------------------------------------------------- crash hooks
+
+
+def hooked_main() -> None:
+    """``python -c '...hooked_main()' STAGE AFTER SIGNAL -- pctkit arguments``.
+
+    Runs the ``pctkit`` CLI, and sends SIGNAL to this very process at a known point:
+    for a training stage, during the forward pass of the iteration after the periodic
+    checkpoint at iteration AFTER; for ``pseudo_labels``, before writing label number
+    AFTER + 1. A SIGKILL there is a crash mid-step; a SIGTERM lets the step finish.
+    """
+    stage_name, after, signal_name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    arguments = sys.argv[sys.argv.index("--") + 1 :]
+    signal_number = getattr(signal, signal_name)
+
+    if stage_name == "pseudo_labels":
+        import pctkit.engine.pseudo_labels as pseudo_labels
+
+        save = pseudo_labels.save_palette_png
+        written = [0]
+
+        def save_then_stop(*args: Any, **kwargs: Any) -> None:
+            if written[0] == after:
+                os.kill(os.getpid(), signal_number)
+            written[0] += 1
+            save(*args, **kwargs)
+
+        pseudo_labels.save_palette_png = save_then_stop
+    else:
+        import pctkit.engine.trainer as trainer
+
+        write_checkpoint = trainer.write_checkpoint
+
+        def checkpoint_then_arm(
+            context: Any, stage: Any, scaler: Any, iteration: int, kind: str, **kw: Any
+        ) -> Path:
+            directory = write_checkpoint(context, stage, scaler, iteration, kind, **kw)
+            if stage.name == stage_name and iteration == after and kind == "periodic":
+                compute: Callable[..., Any] = stage.compute
+
+                def signalled_compute(*args: Any) -> Any:
+                    stage.compute = compute
+                    os.kill(os.getpid(), signal_number)
+                    return compute(*args)
+
+                stage.compute = signalled_compute
+            return directory
+
+        trainer.write_checkpoint = checkpoint_then_arm  # type: ignore[assignment]
+
+    from pctkit.cli.main import main
+
+    sys.argv = ["pctkit", *arguments]
+    main()
+
+
+def hooked_command(stage_name: str, after: int, signal_name: str, arguments: list[str]) -> list[str]:
+    """The command line that runs :func:`hooked_main` in a fresh interpreter."""
+    script = f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import tiny_run; tiny_run.hooked_main()"
+    return [sys.executable, "-c", script, stage_name, str(after), signal_name, "--", *arguments]
