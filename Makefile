@@ -15,9 +15,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml plugins/pctkit-example-plugin/pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[demo,dev]"
+	# The example plugin: the test suite checks the entry-point mechanism with it.
+	$(BIN)/python -m pip install --quiet --no-deps -e plugins/pctkit-example-plugin
 	touch $@
 
 install: $(VENV)/.installed  ## Create .venv and install pctkit with demo and dev extras
@@ -29,8 +31,8 @@ test: install  ## Run the test suite
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check pctkit tests benchmarks plugins
-	$(BIN)/ruff format --check pctkit tests benchmarks plugins
+	$(BIN)/ruff check pctkit tests benchmarks plugins scripts
+	$(BIN)/ruff format --check pctkit tests benchmarks plugins scripts
 
 typecheck: install
 	$(BIN)/mypy pctkit

@@ -370,7 +370,7 @@ def same_math(setting: Setting, batch: Batch) -> dict[str, float]:
         )
     hand = HandArm(hand_nets["hybrid"], hand_nets["pseudo"], batch, setting)
     hand_loss = hand.step()
-    return {"pctkit_loss": float(engine.loss), "hand_written_loss": float(hand_loss)}
+    return {"pctkit_loss": float(engine.loss.detach()), "hand_written_loss": float(hand_loss)}
 
 
 def step_times(setting: Setting, run_dir: Path, console: Console) -> dict[str, list[float]]:
@@ -442,9 +442,11 @@ def pipeline_throughput(setting: Setting, workers: int) -> float:
         IterationBatches(list(range(len(data.train))), setting.weak, 0, "weak", 0, iterations),
     ]
     loaders = [make_loader(dataset, sampler, workers, False, True) for sampler in streams]
+    batches = zip(*loaders, strict=True)
+    next(batches)  # starting worker processes is paid once per run, not per image
     started = time.perf_counter()
     images = 0
-    for parts in zip(*loaders, strict=True):
+    for parts in batches:
         images += sum(int(part["image"].shape[0]) for part in parts)
     return images / (time.perf_counter() - started)
 
@@ -475,13 +477,24 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--size", type=int, default=0, help="image side (default: the model's)")
-    parser.add_argument("--rounds", type=int, default=6, help="timed rounds of alternating blocks")
-    parser.add_argument("--block", type=int, default=10, help="iterations per arm per round")
-    parser.add_argument("--loader-iterations", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds of alternating blocks")
+    parser.add_argument("--block", type=int, default=4, help="iterations per arm per round (>= 2)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared machine, two threads that wait for each "
+        "other at every operation run several times slower than one; 0: torch's default)",
+    )
+    parser.add_argument("--loader-iterations", type=int, default=60, help="iterations (>= 2) of the loaders")
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--out", type=Path, default=RESULTS / "step_speed.json")
     arguments = parser.parse_args()
 
+    if arguments.block < 2:
+        parser.error("--block must be at least 2 (the first iteration of a block is not timed)")
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
     spec = MODELS[arguments.model]
     setting = Setting(
         model=arguments.model,

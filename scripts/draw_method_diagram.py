@@ -13,9 +13,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "images" / "pct.png"
 
@@ -26,7 +26,9 @@ LOSS = "#fee2e2"
 RETRAIN = "#dcfce7"
 
 
-def box(axes: Axes, x: float, y: float, width: float, height: float, text: str, colour: str, **style: object) -> None:
+def box(
+    axes: Axes, x: float, y: float, width: float, height: float, text: str, colour: str, **style: object
+) -> None:
     """A rounded box centred on (x, y) with centred text."""
     axes.add_patch(
         FancyBboxPatch(
@@ -101,7 +103,16 @@ def draw() -> plt.Figure:
         "#ede9fe",
         size=10,
     )
-    box(axes, 8.0, 0.8, 4.1, 0.55, "P2H: $w_n \\cdot L_{CCE}$(H, $\\hat{Y}_p$) on the weak half", LOSS, size=10)
+    box(
+        axes,
+        8.0,
+        0.8,
+        4.1,
+        0.55,
+        "P2H: $w_n \\cdot L_{CCE}$(H, $\\hat{Y}_p$) on the weak half",
+        LOSS,
+        size=10,
+    )
     arrow(axes, (5.35, 4.55), (5.95, 5.2))
     arrow(axes, (5.35, 4.4), (5.95, 4.6))
     arrow(axes, (5.35, 4.0), (5.95, 3.6), "$\\hat{Y}_h$", offset=(-0.05, 0.3))
@@ -123,9 +134,27 @@ def draw() -> plt.Figure:
     # Stage 2, in its own column.
     axes.plot([10.45, 10.45], [0.3, 6.0], color="#d1d5db", linewidth=1.0)
     axes.text(10.7, 5.95, "Stage 2: retraining", fontsize=13, weight="bold")
-    box(axes, 12.05, 4.9, 2.7, 0.95, "the final H labels every\nweak image (scales, flips, $y$)", HYBRID, size=10)
+    box(
+        axes,
+        12.05,
+        4.9,
+        2.7,
+        0.95,
+        "the final H labels every\nweak image (scales, flips, $y$)",
+        HYBRID,
+        size=10,
+    )
     box(axes, 12.05, 3.45, 2.7, 0.8, "pseudo labels\n(palette PNGs)", DATA, size=10)
-    box(axes, 12.05, 2.0, 2.7, 0.95, "a fresh net: plain CE on\nground truth + pseudo labels", RETRAIN, size=10)
+    box(
+        axes,
+        12.05,
+        2.0,
+        2.7,
+        0.95,
+        "a fresh net: plain CE on\nground truth + pseudo labels",
+        RETRAIN,
+        size=10,
+    )
     box(axes, 12.05, 0.7, 2.7, 0.7, "mIoU on validation\n(no image labels needed)", DATA, size=10)
     arrow(axes, (12.05, 4.42), (12.05, 3.85))
     arrow(axes, (12.05, 3.05), (12.05, 2.48))

@@ -12,6 +12,7 @@ output is the same on every machine.
 from __future__ import annotations
 
 import argparse
+import enum
 import inspect
 import json
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.text import Text
 
 from pctkit import registry
 from pctkit.recipe.json_schema import recipe_json_schema
@@ -238,8 +240,15 @@ def _annotation_name_of(annotation: Any) -> str:
     arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
     if arguments:
         return _annotation_name_of(arguments[0])
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " \\| ".join(f"`{member.value}`" for member in annotation)
     names = {str: "text", int: "integer", float: "number", bool: "flag", Path: "path"}
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)).lower())
+
+
+def _plain(text: str) -> str:
+    """Help text without Rich markup (the app uses ``rich_markup_mode="rich"``)."""
+    return Text.from_markup(text).plain
 
 
 def _parameter_row(parameter: Any) -> str:
@@ -257,9 +266,10 @@ def _parameter_row(parameter: Any) -> str:
     elif parameter.default is None or parameter.default == []:
         default = ""
     else:
-        default = f"`{parameter.default}`"
+        value = parameter.default.value if isinstance(parameter.default, enum.Enum) else parameter.default
+        default = f"`{value}`"
     kind = _annotation_name(parameter) + (", repeatable" if parameter.multiple else "")
-    return f"| {name} | {kind} | {default} | {_markdown(getattr(parameter, 'help', None) or '')} |"
+    return f"| {name} | {kind} | {default} | {_markdown(_plain(getattr(parameter, 'help', None) or ''))} |"
 
 
 def _commands(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -276,7 +286,11 @@ def cli_reference(app: typer.Typer) -> str:
     """The CLI reference in Markdown: every command, its arguments and options."""
     root = typer.main.get_command(app)
     lines = ["# Command-line reference", "", GENERATED_NOTE, ""]
-    lines += [_markdown(root.help or ""), "", "`pctkit COMMAND --help` prints the same text in a terminal."]
+    lines += [
+        _markdown(_plain(root.help or "")),
+        "",
+        "`pctkit COMMAND --help` prints the same text in a terminal.",
+    ]
     for path, command in _commands(root, ()):
         arguments = [p for p in command.params if type(p).__name__.endswith("Argument")]
         usage = ["pctkit", *path]
@@ -286,7 +300,7 @@ def cli_reference(app: typer.Typer) -> str:
         if getattr(command, "commands", None):
             usage.append("[COMMAND]")
         lines += ["", f"## `pctkit {' '.join(path)}`", "", "```text", " ".join(usage), "```", ""]
-        lines.append(_markdown(inspect.cleandoc(command.help or "")))
+        lines.append(_markdown(_plain(inspect.cleandoc(command.help or ""))))
         subcommands = getattr(command, "commands", None) or {}
         if subcommands:
             lines += [

@@ -1,11 +1,12 @@
 """Data parallelism (pctkit.engine.distributed and its use by the pipeline), on CPU.
 
 Two gloo workers are launched with ``torch.distributed.run``; this file is also the
-script they run (see :func:`worker`). One launch trains three tiny runs:
+script they run (see :func:`worker`). One launch trains four tiny runs:
 
 - ``ddp``: a complete run; each rank dumps its training state at the end of each stage;
 - ``resumed``: the same recipe, interrupted after 2 of 4 cross-training iterations
   (the test then finishes it with ``pctkit run --resume --nproc 2``);
+- ``signalled``: SIGTERM sent to rank 0 alone during cross training;
 - ``frozen``: the same recipe with BatchNorm frozen to its running statistics, so that
   nothing depends on how the batch is split over workers.
 
@@ -18,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pctkit.artifacts.io import flatten_state, load_tensors, save_tensors
-from pctkit.engine import pipeline
+from pctkit.engine import pipeline, trainer
 from pctkit.engine.checks import batch_issues
-from pctkit.engine.distributed import current_world, no_gradient_sync, unwrap
+from pctkit.engine.distributed import current_world, init_distributed, no_gradient_sync, unwrap
 from pctkit.engine.pipeline import Run, RunError, prepare_run_dir
 from pctkit.engine.reporting import Reporter
 from pctkit.engine.trainer import Stage, TrainingInterrupted, stage_state
@@ -135,19 +137,46 @@ def worker(workdir: Path) -> None:
     recipe = tiny_recipe(workdir)
     quiet = Reporter(enabled=False)
 
+    world = init_distributed("cpu")
+
     def prepared(name: str, **kwargs: Any) -> Run:
-        run = Run(recipe, workdir / name, quiet, **kwargs)  # joins the process group
-        if current_world().is_main:
+        if world.is_main:
             prepare_run_dir(recipe, workdir / name, resume=False, overwrite=False)
         torch.distributed.barrier()
-        return run
+        return Run(recipe, workdir / name, quiet, **kwargs)
 
     prepared("ddp").execute()
     with contextlib.suppress(TrainingInterrupted):
         prepared("resumed", stop_after={"cross_training": ITERATIONS // 2}).execute()
+    # SIGTERM reaches rank 0 alone, after its first step; the ranks agree every 2 steps.
+    trainer.STOP_CHECK_INTERVAL = 2
+    with contextlib.suppress(TrainingInterrupted):
+        signalled = prepared("signalled")
+        signalled.reporter = SignalAfterFirstStep(rank=current_world().rank)
+        signalled.execute()
     nn.BatchNorm2d.forward = frozen_batchnorm_forward  # type: ignore[method-assign]
     prepared("frozen").execute()
     torch.distributed.destroy_process_group()
+
+
+class SignalAfterFirstStep(Reporter):
+    """Sends SIGTERM to this process after the first training step, on rank 0 only."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__(enabled=False)
+        self.rank = rank
+
+    @contextlib.contextmanager
+    def task(self, title: str, total: int) -> Iterator[tuple[Callable[[int], None], Callable[[str], None]]]:
+        steps = 0
+
+        def advance(count: int) -> None:
+            nonlocal steps
+            steps += count
+            if self.rank == 0 and steps == 1 and count == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        yield advance, (lambda text: None)
 
 
 def torchrun(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -294,6 +323,14 @@ def test_resume_under_ddp_with_the_nproc_launcher(workdir: Path) -> None:
         losses(resumed)["cross_training"][ITERATIONS // 2 :]
         == losses(workdir / "ddp")["cross_training"][ITERATIONS // 2 :]
     )
+
+
+def test_a_signal_to_one_rank_stops_all_ranks_after_the_same_step(workdir: Path) -> None:
+    """Rank 0 alone got SIGTERM after step 1; both ranks stopped after step 2 (the next
+    agreement), wrote one checkpoint and returned: no rank waits in a collective."""
+    checkpoints = sorted(path.name for path in (workdir / "signalled" / "checkpoints").iterdir())
+    assert checkpoints == ["cross_training-00000002"]
+    assert not (workdir / "signalled" / "hybrid_net.safetensors").exists()
 
 
 def test_batches_that_do_not_split_over_workers_are_refused(tmp_path: Path) -> None:

@@ -113,5 +113,6 @@ def test_metrics_go_to_tensorboard_event_files_when_it_is_installed(run_dir: Pat
     assert {"cross_training/loss_p2h", "cross_training/mean_w", "retraining/loss_ce"} <= tags
     assert {"cross_training/J/background", "cross_training/validation/hybrid_miou"} <= tags
     assert [event.step for event in events.Scalars("cross_training/loss")] == [1, 2, 3, 4, 5, 6]
-    logged = [r["loss_ce"] for r in read_metrics(run_dir) if r.get("stage") == "retraining" and "loss_ce" in r]
+    records = read_metrics(run_dir)
+    logged = [r["loss_ce"] for r in records if r.get("stage") == "retraining" and "loss_ce" in r]
     assert [event.value for event in events.Scalars("retraining/loss_ce")] == pytest.approx(logged)

@@ -166,7 +166,7 @@ def test_sigterm_during_pseudo_labels_keeps_the_written_labels(
     assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 130
     error = capsys.readouterr().err
     assert "SIGTERM during pseudo labels" in error and f"pctkit resume {run_dir}" in error
-    assert len(saved) == 4  # the batch under way was finished, no further one started
+    assert len(saved) == 4  # the batch under way was finished before stopping
     assert len(list((run_dir / "pseudo_labels").glob("*.png"))) == 8
     assert json.loads((run_dir / "progress.json").read_text())["completed"] == ["cross_training"]
 

@@ -3,7 +3,8 @@
 Not a test module: the tests import it. The run is digit scenes of 32 px, a
 ``test_resnet`` + ``fusion`` net with 8 channels and 6 iterations per stage, on one
 CPU thread, so that a run in this process and one in a subprocess compute the same
-floating-point operations in the same order.
+floating-point operations in the same order. Random rescaling, crops and colour
+jitter are on, so that exact resumption covers the augmentation's randomness too.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ canvas_size = 32
 min_digit_size = 8
 max_digit_size = 16
 digit_classes = [0, 1, 2]
+
+[augmentation]
+scale_range = [0.75, 1.25]
+crop_size = 32
+color_jitter = 0.2
 
 [model.backbone]
 type = "timm"

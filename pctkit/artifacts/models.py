@@ -78,10 +78,15 @@ def rebuild_net(model_section: dict[str, Any], num_classes: int, weights: Path) 
     Keys that only choose initial weights (``pretrained``) are dropped: the saved
     weights replace them, and the file they name need not exist where the net is used.
     """
+    from pydantic import ValidationError
+
     from pctkit.engine.build import build_net  # the engine builds; artifacts only store
     from pctkit.recipe.schema import Model
 
-    model = Model.model_validate(without_initial_weights(model_section))
+    try:
+        model = Model.model_validate(without_initial_weights(model_section))
+    except ValidationError as error:
+        raise ValueError(f"the saved [model] section cannot build a net: {error}") from None
     net = build_net(model, num_classes)
     load_weights(net, weights)
     return net.eval()

@@ -26,7 +26,7 @@ app = typer.Typer(
     help="Progressive cross training for semi-and-weakly supervised semantic segmentation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     add_completion=False,
 )
 app.add_typer(recipes_cmd.app)
@@ -184,7 +184,10 @@ def _launch_torchrun(nproc: int) -> None:
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe file or built-in recipe name.")],
     overrides: SetOption = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default: <output_dir>/<name>).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run directory (default: the recipe's experiment.output_dir / experiment.name)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run directory.")] = False,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
     nproc: Annotated[int, typer.Option(help="Launch this many workers with torchrun (DDP).")] = 1,

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -86,14 +87,13 @@ def copy(
     target = dest if dest is not None else Path(f"{name}.toml")
     if target.is_dir():
         target = target / f"{name}.toml"
+    shown = escape(str(target))  # a path is text, not Rich markup
     if target.exists() and not force:
         errors.print(
-            f"[bold red]error[/]: {target} exists; pass --force to replace it, or name another file.",
+            f"[bold red]error[/]: {shown} exists; pass --force to replace it, or name another file.",
             highlight=False,
         )
         raise typer.Exit(1)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(recipes[name].read_text(encoding="utf-8"), encoding="utf-8")
-    console.print(
-        f"wrote [cyan]{target}[/]; check it with [bold]pctkit validate {target}[/]", highlight=False
-    )
+    console.print(f"wrote [cyan]{shown}[/]; check it with [bold]pctkit validate {shown}[/]", highlight=False)

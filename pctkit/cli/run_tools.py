@@ -106,7 +106,7 @@ def _predictor(target: Path, net: str | None, device: str) -> Predictor:
             return load_bundle(target, resolved)
         if (target / "recipe.json").is_file():
             return load_run_net(target, net, resolved)
-    except ExportError as error:
+    except (ExportError, ValueError) as error:  # not a bundle; a [model] that no longer builds
         raise UserError(str(error)) from None
     raise UserError(f"{target} is neither a bundle (model.safetensors + recipe.toml) nor a run directory")
 
@@ -280,7 +280,7 @@ def evaluate_command(
     data: Annotated[
         str | None,
         typer.Option(
-            help="Recipe file, built-in recipe or run directory whose [data] to evaluate on "
+            help="Recipe file, built-in recipe or run directory whose \\[data] section to evaluate on "
             "(default: the run's own; required for a bundle)."
         ),
     ] = None,

@@ -270,9 +270,12 @@ class Run:
     def _new_net(self, model: Model, role: str) -> nn.Module:
         assert self.data is not None
         # Each net's initialisation depends on the seed and its role only, so the
-        # arms of an ablation start from the same weights.
+        # arms of an ablation start from the same weights. The supervised baseline's
+        # net starts as the hybrid net does: its arm differs from 'hybrid' and 'pct'
+        # in the losses only.
+        init_role = "hybrid" if role == "supervised" else role
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(stable_seed(self.recipe.experiment.seed, "init", role))
+            torch.manual_seed(stable_seed(self.recipe.experiment.seed, "init", init_role))
             net: nn.Module = build_net(model, self.data.num_classes)
         net = net.to(self.device)
         if self.recipe.experiment.channels_last:

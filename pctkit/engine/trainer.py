@@ -354,6 +354,7 @@ def run_stage(
                 steps_in_window += 1
             done = iteration + 1
             context.progress(1)
+            stop_now = _stop_agreed(stop.requested is not None, done, device)
 
             at_log = done % stage.log_interval == 0 or done == stage.total_iterations
             # A checkpoint must never hold weights that a non-finite step touched, so the
@@ -362,7 +363,7 @@ def run_stage(
                 at_log
                 or bool(stage.checkpoint_interval and done % stage.checkpoint_interval == 0)
                 or bool(stage.eval_interval and done % stage.eval_interval == 0)
-                or stop.requested is not None
+                or stop_now
                 or (context.stop_after is not None and done >= context.stop_after)
             )
             if check_finite and first_bad is not None:
@@ -428,9 +429,7 @@ def run_stage(
                     write_checkpoint(context, stage, scaler, done, "best", score=score)
 
             periodic = stage.checkpoint_interval and done % stage.checkpoint_interval == 0
-            interrupted = stop.requested is not None or (
-                context.stop_after is not None and done >= context.stop_after
-            )
+            interrupted = stop_now or (context.stop_after is not None and done >= context.stop_after)
             if periodic or interrupted or done == stage.total_iterations:
                 write_checkpoint(context, stage, scaler, done, "periodic")
             if interrupted:
@@ -440,6 +439,23 @@ def run_stage(
                     context.run_dir,
                 )
     return last_metrics
+
+
+STOP_CHECK_INTERVAL = 10
+"""Under DDP, iterations between the collective checks of a SIGINT/SIGTERM request."""
+
+
+def _stop_agreed(requested: bool, done: int, device: torch.device) -> bool:
+    """Whether to stop after iteration ``done``: at once on one process; under DDP only
+    when all ranks agree, checked every :data:`STOP_CHECK_INTERVAL` iterations (a
+    signal reaches the ranks at slightly different steps, and a rank that stopped alone
+    would leave the others waiting in a collective forever)."""
+    if not current_world().distributed:
+        return requested
+    if done % STOP_CHECK_INTERVAL:
+        return False
+    flag = torch.tensor([1.0 if requested else 0.0], device=device)
+    return bool(all_reduce_max(flag).item() > 0)
 
 
 def _earliest_over_workers(first_bad: Tensor, never: int) -> Tensor:

@@ -145,7 +145,12 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
 
 
 def apply_override(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    """Set ``data[path] = value``, creating tables on the way."""
+    """Set ``data[path] = value``, creating tables on the way.
+
+    Setting a component section's ``type`` to another component empties the section
+    first, so ``--set model.backbone.type=other`` does not keep the old component's
+    parameters.
+    """
     node = data
     for index, part in enumerate(path[:-1]):
         child = node.get(part)
@@ -156,6 +161,9 @@ def apply_override(data: dict[str, Any], path: tuple[str, ...], value: Any) -> N
                 f"cannot set {'.'.join(path)}: {'.'.join(path[: index + 1])} is a value, not a table"
             )
         node = child
+    if path[-1] == "type" and node.get("type") not in (None, value):
+        # A new component: the old one's parameters would not fit it.
+        node.clear()
     node[path[-1]] = value
 
 
@@ -316,7 +324,10 @@ def parse_recipe_text(
         ) from None
     overridden: set[tuple[str, ...]] = set()
     issues: list[RecipeIssue] = []
-    for override in overrides or []:
+    # `type` overrides first: choosing another component resets its section, and the
+    # other overrides then set the new component's parameters, whatever their order.
+    ordered = sorted(overrides or [], key=lambda text: not text.split("=", 1)[0].strip().endswith(".type"))
+    for override in ordered:
         try:
             path, value = parse_override(override)
             apply_override(raw, path, value)

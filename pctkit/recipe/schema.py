@@ -200,7 +200,9 @@ class Retrain(StrictModel):
     enabled: bool = Field(True, description="Run stage 2.")
     iterations: int = Field(gt=0, description="Retraining iterations.")
     batch_size: int = Field(ge=1, description="Images per iteration (global).")
-    classifier_lr_multiplier: float = Field(10.0, gt=0)
+    classifier_lr_multiplier: float = Field(
+        10.0, gt=0, description="Learning-rate multiple of the final classifier layer."
+    )
     accumulate: int = Field(1, ge=1, description="Gradient accumulation steps per iteration.")
     reference_batch_size: int = Field(
         0,
@@ -216,8 +218,10 @@ class Retrain(StrictModel):
     optimizer: ComponentSpec = Field(description="Optimizer (defaults to [optimizer]).")
     scheduler: ComponentSpec = Field(description="Schedule (defaults to [scheduler]).")
     pseudo_labels: PseudoLabels = Field(default_factory=PseudoLabels)
-    log_interval: int = Field(50, ge=1)
-    eval_interval: int = Field(0, ge=0)
+    log_interval: int = Field(50, ge=1, description="Iterations between logged metrics.")
+    eval_interval: int = Field(
+        0, ge=0, description="Iterations between validations; 0 validates at the end only."
+    )
 
 
 class Evaluation(StrictModel):
@@ -355,20 +359,29 @@ def recipe_model() -> type[Recipe]:
     model = create_model(
         "ModelSection",
         __base__=Model,
+        __doc__=Model.__doc__,
         backbone=section("backbones", description="The feature extractor."),
         head=section("heads", description="The segmentation head."),
     )
     losses = create_model(
         "LossSection",
         __base__=Losses,
-        segmentation=section("losses", {"type": "class_aware_cross_entropy"}),
-        classification=section("losses", {"type": "max_pool_soft_margin"}),
+        __doc__=Losses.__doc__,
+        segmentation=section(
+            "losses",
+            {"type": "class_aware_cross_entropy"},
+            "Pixel loss of all four PCT terms (the method: class-aware CE).",
+        ),
+        classification=section(
+            "losses", {"type": "max_pool_soft_margin"}, "Image-label loss of the hybrid net."
+        ),
     )
     retrain = create_model(
         "RetrainSection",
         __base__=Retrain,
+        __doc__=Retrain.__doc__,
         model=(model, Field(description="The retrained network (defaults to [model]).")),
-        loss=section("losses", {"type": "cross_entropy"}),
+        loss=section("losses", {"type": "cross_entropy"}, "Pixel loss of retraining (plain CE)."),
         optimizer=section("optimizers", description="Optimizer (defaults to [optimizer])."),
         scheduler=section("schedulers", description="Schedule (defaults to [scheduler])."),
     )
@@ -379,8 +392,8 @@ def recipe_model() -> type[Recipe]:
         data=section("datasets", description="The dataset."),
         model=(model, ...),
         loss=(losses, Field(default_factory=lambda: losses())),
-        optimizer=section("optimizers"),
-        scheduler=section("schedulers", {"type": "poly"}),
+        optimizer=section("optimizers", description="Optimizer of the cross-training nets."),
+        scheduler=section("schedulers", {"type": "poly"}, "Learning-rate schedule of cross training."),
         retrain=(retrain, ...),
     )
     return recipe
