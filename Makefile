@@ -15,20 +15,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The example plugin is installed too: the test suite checks the entry-point mechanism
+# with it (`pctkit list` shows it with its package of origin).
 $(VENV)/.installed: $(BIN)/python pyproject.toml plugins/pctkit-example-plugin/pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[demo,dev]"
-	# The example plugin: the test suite checks the entry-point mechanism with it.
 	$(BIN)/python -m pip install --quiet --no-deps -e plugins/pctkit-example-plugin
 	touch $@
 
 install: $(VENV)/.installed  ## Create .venv and install pctkit with demo and dev extras
 
-demo: install  ## Train the quickstart recipe (about 8 minutes on 2 CPU cores)
+demo: install  ## Train the quickstart recipe (about 5 minutes on 2 CPU cores)
 	$(BIN)/pctkit run recipes/quickstart.toml --overwrite
 
-test: install  ## Run the test suite
-	$(BIN)/python -m pytest -q
+test: install  ## Run the test suite (collecting no test is a failure)
+	@$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 lint: install
 	$(BIN)/ruff check pctkit tests benchmarks plugins scripts

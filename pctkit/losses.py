@@ -32,7 +32,8 @@ def class_aware_log_softmax(logits: Tensor, image_labels: Tensor) -> Tensor:
 def class_aware_prediction(logits: Tensor, image_labels: Tensor) -> Tensor:
     """The argmax over the classes present in each image: ``(N, H, W)`` long."""
     present = image_labels.to(torch.bool)[:, :, None, None]
-    return logits.float().masked_fill(~present, float("-inf")).argmax(dim=1)
+    # max().indices: the same classes as argmax, several times faster on CPU.
+    return logits.float().masked_fill(~present, float("-inf")).max(dim=1).indices
 
 
 def class_aware_cross_entropy(

@@ -8,7 +8,8 @@ script they run (see :func:`worker`). One launch trains four tiny runs:
   (the test then finishes it with ``pctkit run --resume --nproc 2``);
 - ``signalled``: SIGTERM sent to rank 0 alone during cross training;
 - ``frozen``: the same recipe with BatchNorm frozen to its running statistics, so that
-  nothing depends on how the batch is split over workers.
+  nothing depends on how the batch is split over workers, and each worker's share cut
+  into 2 micro-batches (``accumulate = 2``).
 
 A second launch is the CLI's own ``--nproc 2`` launcher. The single-process references
 run inside the test process.
@@ -22,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,11 @@ from torch import Tensor, nn
 
 from pctkit.artifacts.io import flatten_state, load_tensors, save_tensors
 from pctkit.engine import pipeline, trainer
-from pctkit.engine.checks import batch_issues
+from pctkit.engine.checks import batch_issues, micro_batch_lines
 from pctkit.engine.distributed import current_world, init_distributed, no_gradient_sync, unwrap
 from pctkit.engine.pipeline import Run, RunError, prepare_run_dir
 from pctkit.engine.reporting import Reporter
-from pctkit.engine.trainer import Stage, TrainingInterrupted, stage_state
+from pctkit.engine.trainer import Stage, StopRequest, TrainingInterrupted, stage_state
 from pctkit.recipe import Recipe, load_recipe
 
 ITERATIONS = 4
@@ -139,11 +141,11 @@ def worker(workdir: Path) -> None:
 
     world = init_distributed("cpu")
 
-    def prepared(name: str, **kwargs: Any) -> Run:
+    def prepared(name: str, variant: Recipe = recipe, **kwargs: Any) -> Run:
         if world.is_main:
-            prepare_run_dir(recipe, workdir / name, resume=False, overwrite=False)
+            prepare_run_dir(variant, workdir / name, resume=False, overwrite=False)
         torch.distributed.barrier()
-        return Run(recipe, workdir / name, quiet, **kwargs)
+        return Run(variant, workdir / name, quiet, **kwargs)
 
     prepared("ddp").execute()
     with contextlib.suppress(TrainingInterrupted):
@@ -155,7 +157,14 @@ def worker(workdir: Path) -> None:
         signalled.reporter = SignalAfterFirstStep(rank=current_world().rank)
         signalled.execute()
     nn.BatchNorm2d.forward = frozen_batchnorm_forward  # type: ignore[method-assign]
-    prepared("frozen").execute()
+    # Two micro-batches per worker as well: DDP reduces gradients once per iteration.
+    accumulated = recipe.model_copy(
+        update={
+            "cross_training": recipe.cross_training.model_copy(update={"accumulate": 2}),
+            "retrain": recipe.retrain.model_copy(update={"accumulate": 2}),
+        }
+    )
+    prepared("frozen", accumulated).execute()
     torch.distributed.destroy_process_group()
 
 
@@ -252,12 +261,13 @@ def test_rank0_saves_what_the_ranks_hold(workdir: Path) -> None:
         assert torch.equal(value, held[f".nets.hybrid.{key}"]), key
 
 
-def test_two_workers_match_one_process_exactly_without_batch_statistics(
+def test_two_workers_and_micro_batches_match_one_process_without_batch_statistics(
     workdir: Path, single_process_frozen: Path
 ) -> None:
     """With BatchNorm frozen, nothing depends on the split: the gradient of the mean
-    loss over 2 workers' halves equals the one-process gradient (the per-rank losses
-    average over equal pixel counts), so curves and weights agree to float rounding."""
+    loss over 2 workers x 2 micro-batches equals the one-process gradient of the whole
+    batch (each part's loss averages over equal pixel counts), so curves and weights
+    agree to float rounding."""
     two, one = losses(workdir / "frozen"), losses(single_process_frozen)
     assert two.keys() == one.keys() == {"cross_training", "retraining"}
     for stage in one:
@@ -333,6 +343,19 @@ def test_a_signal_to_one_rank_stops_all_ranks_after_the_same_step(workdir: Path)
     assert not (workdir / "signalled" / "hybrid_net.safetensors").exists()
 
 
+def test_a_signal_delivered_twice_by_torchrun_is_one_request() -> None:
+    """The terminal (or Slurm) and torchrun both deliver one Ctrl-C to a worker: the
+    duplicate must not turn "checkpoint, then stop" into "stop at once"."""
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested == "SIGTERM"
+        stop._requested_at -= 2 * StopRequest.DUPLICATE_SECONDS  # as if a second had passed
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs between bytecodes
+
+
 def test_batches_that_do_not_split_over_workers_are_refused(tmp_path: Path) -> None:
     """validate --nproc 3 and the run itself name the keys whose batch does not split."""
     recipe = tiny_recipe(tmp_path)
@@ -342,6 +365,11 @@ def test_batches_that_do_not_split_over_workers_are_refused(tmp_path: Path) -> N
         "retrain.batch_size",
     }
     assert batch_issues(recipe, 2) == []
+    assert micro_batch_lines(recipe, 2) == [
+        "cross_training: 4 strong + 4 weak per iteration = 2 + 2 per micro-batch "
+        "(2 worker(s) x 1 micro-batch(es))",
+        "retrain: 4 per iteration = 2 per micro-batch (2 worker(s) x 1 micro-batch(es))",
+    ]
     accumulated = recipe.model_copy(
         update={"cross_training": recipe.cross_training.model_copy(update={"accumulate": 3})}
     )

@@ -149,8 +149,14 @@ def validate(
 
 
 def _launch_torchrun(nproc: int) -> None:
-    """Re-run this command under torchrun with ``nproc`` workers."""
+    """Re-run this command under torchrun with ``nproc`` workers.
+
+    torchrun runs in a session of its own, and this process passes SIGINT and SIGTERM
+    on to it: each worker then gets a signal exactly once (from torchrun), checkpoints
+    and stops, instead of once from the terminal and again from torchrun.
+    """
     import os
+    import signal
     import subprocess
 
     arguments = [a for a in sys.argv[1:]]
@@ -177,7 +183,19 @@ def _launch_torchrun(nproc: int) -> None:
         *cleaned,
     ]
     errors.print(f"[dim]launching: {' '.join(command)}[/]")
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+    process = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
+    forwarded: list[int] = []
+
+    def forward(signal_number: int, frame: object) -> None:
+        forwarded.append(signal_number)
+        process.send_signal(signal_number)
+
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, forward)
+    code = process.wait()
+    # torchrun reports the signal as its own failure (exit 1); say "interrupted" as a
+    # single-process run does.
+    raise typer.Exit(130 if forwarded and code else code)
 
 
 @app.command()

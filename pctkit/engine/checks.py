@@ -127,6 +127,25 @@ def batch_issues(recipe: Recipe, world_size: int) -> list[RecipeIssue]:
     return issues
 
 
+def micro_batch_lines(recipe: Recipe, world_size: int) -> list[str]:
+    """How each stage's global batch splits over workers and micro-batches."""
+    settings = recipe.cross_training
+    parts = world_size * settings.accumulate
+    lines = [
+        f"cross_training: {settings.strong_batch_size} strong + {settings.weak_batch_size} weak per "
+        f"iteration = {settings.strong_batch_size // parts} + {settings.weak_batch_size // parts} per "
+        f"micro-batch ({world_size} worker(s) x {settings.accumulate} micro-batch(es))"
+    ]
+    if recipe.retrain.enabled:
+        retrain_parts = world_size * recipe.retrain.accumulate
+        lines.append(
+            f"retrain: {recipe.retrain.batch_size} per iteration = "
+            f"{recipe.retrain.batch_size // retrain_parts} per micro-batch ({world_size} worker(s) x "
+            f"{recipe.retrain.accumulate} micro-batch(es))"
+        )
+    return lines
+
+
 def device_issues(recipe: Recipe, world_size: int) -> list[RecipeIssue]:
     """Options that need CUDA, asked for where the run would get none."""
     issues: list[RecipeIssue] = []
@@ -198,11 +217,14 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
     checked: list[str] = ["schema and component names"]
 
     settings = recipe.cross_training
-    issues += batch_issues(recipe, world_size)
-    issues += device_issues(recipe, world_size)
-    batch_problems, batch_lines = learning_rate_notes(recipe)
+    batch_problems = batch_issues(recipe, world_size)
     issues += batch_problems
-    checked += batch_lines
+    if not batch_problems and (world_size > 1 or settings.accumulate > 1 or recipe.retrain.accumulate > 1):
+        checked += micro_batch_lines(recipe, world_size)
+    issues += device_issues(recipe, world_size)
+    rate_problems, rate_lines = learning_rate_notes(recipe)
+    issues += rate_problems
+    checked += rate_lines
 
     data: SegmentationData | None = None
     try:

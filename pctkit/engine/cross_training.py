@@ -101,13 +101,11 @@ def pct_step(
         hybrid_labels = ground_truth_or(
             class_aware_prediction(hybrid_logits, labels), batch.masks, batch.has_mask
         )
-        pseudo_labels = ground_truth_or(
-            class_aware_prediction(pseudo_logits, labels), batch.masks, batch.has_mask
-        )
+        pseudo_prediction = class_aware_prediction(pseudo_logits, labels)
+        pseudo_labels = ground_truth_or(pseudo_prediction, batch.masks, batch.has_mask)
 
         # 3. Dynamic evaluation of P on the strong half; 4. weights of the weak half.
-        strong_prediction = class_aware_prediction(pseudo_logits[strong], labels[strong])
-        dynamic_evaluation.update(strong_prediction, batch.masks[strong], decay=new_iteration)
+        dynamic_evaluation.update(pseudo_prediction[strong], batch.masks[strong], decay=new_iteration)
         image_weights = dynamic_evaluation.image_weights(labels[weak], weights.score_power)
 
     # 5. The four terms.

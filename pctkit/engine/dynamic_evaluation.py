@@ -30,18 +30,21 @@ class DynamicEvaluation:
         self.true_positive_counts = torch.zeros(num_classes, dtype=torch.float64)
 
     def counts(self, pred: Tensor, gt: Tensor) -> Tensor:
-        """One batch's ``(3, C)`` counts: ground truth, prediction, true positives."""
+        """One batch's ``(3, C)`` counts: ground truth, prediction, true positives.
+
+        Computed with ``scatter_add`` on the batch's device: no boolean indexing, so no
+        host synchronisation in the training step.
+        """
         valid = gt != self.ignore_index
-        gt_valid = gt[valid].to(torch.int64)
-        pred_valid = pred[valid].to(torch.int64)
-        c = self.num_classes
-        return torch.stack(
-            [
-                torch.bincount(gt_valid, minlength=c),
-                torch.bincount(pred_valid, minlength=c),
-                torch.bincount(gt_valid[gt_valid == pred_valid], minlength=c),
-            ]
-        ).to(torch.float64)
+        weight = valid.flatten().to(torch.float64)
+        gt_index = torch.where(valid, gt, torch.zeros_like(gt)).flatten().to(torch.int64)
+        pred_index = pred.flatten().to(torch.int64)
+        hits = weight * (gt_index == pred_index)
+        counts = torch.zeros(3, self.num_classes, dtype=torch.float64, device=gt.device)
+        counts[0].scatter_add_(0, gt_index, weight)
+        counts[1].scatter_add_(0, pred_index, weight)
+        counts[2].scatter_add_(0, gt_index, hits)
+        return counts
 
     def update(self, pred: Tensor, gt: Tensor, decay: bool = True) -> None:
         """Fold one iteration's predictions (``(N, H, W)``) against ground truth into J.
@@ -54,7 +57,10 @@ class DynamicEvaluation:
         batch_counts = self.counts(pred, gt)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_counts, op=dist.ReduceOp.SUM)
-        batch_counts = batch_counts.cpu()
+        if self.target_counts.device != batch_counts.device:
+            # The state follows the batches (GPU in training); checkpoints get CPU copies.
+            for key in ("target_counts", "predicted_counts", "true_positive_counts"):
+                setattr(self, key, getattr(self, key).to(batch_counts.device))
         m = self.momentum if decay else 1.0
         self.target_counts = m * self.target_counts + batch_counts[0]
         self.predicted_counts = m * self.predicted_counts + batch_counts[1]
@@ -77,9 +83,9 @@ class DynamicEvaluation:
     def state_dict(self) -> dict[str, Tensor]:
         """The three count vectors, for checkpoints."""
         return {
-            "target_counts": self.target_counts.clone(),
-            "predicted_counts": self.predicted_counts.clone(),
-            "true_positive_counts": self.true_positive_counts.clone(),
+            "target_counts": self.target_counts.detach().cpu().clone(),
+            "predicted_counts": self.predicted_counts.detach().cpu().clone(),
+            "true_positive_counts": self.true_positive_counts.detach().cpu().clone(),
         }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
