@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
+from tiny_run import FEW_SCENES, run_cli, set_options, subprocess_environment
 from typer.testing import CliRunner
 
-from pctkit.cli.main import app, main
+from pctkit.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
@@ -47,17 +45,11 @@ iterations = 3
 batch_size = 4
 """
 # Fewer scenes: the build check generates the dataset.
-SMALL_DATA = ["--set", "data.num_strong=4", "--set", "data.num_weak=4", "--set", "data.num_val=4"]
+SMALL_DATA = set_options(FEW_SCENES)
 BAD_PATHS = {"model.backbone.outptu_stride", "model.head.type", "cross_training.iterations"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The build check's tiny forward pass runs far faster on one thread on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# The build check's tiny forward pass runs far faster on one thread on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -173,12 +165,11 @@ def test_schema_is_json_with_component_parameters(runner: CliRunner, tmp_path: P
 
 
 def test_real_command_exit_codes_without_traceback(bad_recipe: Path) -> None:
-    environment = {**os.environ, "COLUMNS": "300", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
         [str(PCTKIT), "validate", str(bad_recipe)],
         capture_output=True,
         text=True,
-        env=environment,
+        env=subprocess_environment(),
         timeout=120,
         check=False,
     )
@@ -192,11 +183,7 @@ def test_console_entry_point_turns_a_missing_recipe_into_exit_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # `run` leaves recipe errors to the entry point's handler (CliRunner would not show it).
-    monkeypatch.setattr(sys, "argv", ["pctkit", "run", str(tmp_path / "missing.toml")])
-    monkeypatch.setenv("COLUMNS", "300")
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    assert exit_.value.code == 1
+    assert run_cli(["run", str(tmp_path / "missing.toml")], monkeypatch) == 1
     captured = capsys.readouterr()
     assert "recipe file not found" in captured.err
     assert "Traceback" not in captured.out + captured.err

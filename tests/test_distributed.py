@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_run import TINY_NET_TOML, subprocess_environment
 from torch import Tensor, nn
 
 from pctkit.artifacts.io import flatten_state, load_tensors, save_tensors
@@ -59,15 +60,7 @@ canvas_size = 32
 min_digit_size = 8
 max_digit_size = 16
 
-[model.backbone]
-type = "timm"
-model_name = "test_resnet"
-out_indices = [1, 3]
-
-[model.head]
-type = "fusion"
-channels = 8
-
+{TINY_NET_TOML}
 [cross_training]
 iterations = {ITERATIONS}
 strong_batch_size = 4
@@ -198,8 +191,7 @@ def torchrun(*arguments: str) -> subprocess.CompletedProcess[str]:
         "--nproc-per-node=2",
         *arguments,
     ]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=subprocess_environment())
     assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done
 
@@ -320,8 +312,7 @@ def test_resume_under_ddp_with_the_nproc_launcher(workdir: Path) -> None:
         "2",
         "--quiet",
     ]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=subprocess_environment())
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "torch.distributed.run" in done.stderr  # it went through the launcher
     for name in ("hybrid_net", "pseudo_net", "retrained_net"):

@@ -7,10 +7,10 @@ Convention for shell blocks in ``docs/**/*.md`` and ``plugins/*/README.md``:
   ``pctkit ...`` command; it runs in this process through the Typer app, in a scratch
   directory shared by every block of the same page (so ``pctkit recipes copy`` in one
   block feeds ``pctkit validate`` in the next), and must exit with 0.
-- A ``pctkit run`` command gets :data:`TINY_RUN` appended: ``--set`` overrides that
-  shrink the quickstart's data and iterations to seconds. The docs show the real
-  command; the test checks that it parses, validates and runs end to end. A page may
-  therefore only run recipes built on digit scenes in a tested block.
+- A ``pctkit run`` command gets ``tiny_run.TINY_QUICKSTART`` appended: ``--set``
+  overrides that shrink the quickstart's data and iterations to seconds. The docs show
+  the real command; the test checks that it parses, validates and runs end to end. A
+  page may therefore only run recipes built on digit scenes in a tested block.
 - A block that needs what a test machine lacks (a dataset, GPUs, the network, a
   ``pip install``) is marked ```` ```bash untested ````. A plain ```` ```bash ```` block is
   an error: every shell block states whether it is tested.
@@ -23,7 +23,6 @@ schema, a built-in component or the CLI.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import re
 import shlex
@@ -32,6 +31,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tiny_run import TINY_QUICKSTART, set_options
 from typer.testing import CliRunner
 
 from pctkit import registry
@@ -40,24 +40,6 @@ from pctkit.cli.main import app
 REPO = Path(__file__).resolve().parent.parent
 PAGES = sorted([*(REPO / "docs").rglob("*.md"), *(REPO / "plugins").glob("*/README.md")])
 SHELLS = {"bash", "sh", "shell", "console", "zsh"}
-
-TINY_RUN = [
-    "data.num_strong=4",
-    "data.num_weak=4",
-    "data.num_val=4",
-    "data.canvas_size=32",
-    "data.min_digit_size=8",
-    "data.max_digit_size=16",
-    "cross_training.iterations=2",
-    "cross_training.strong_batch_size=2",
-    "cross_training.weak_batch_size=2",
-    "cross_training.eval_interval=0",
-    "retrain.iterations=2",
-    "retrain.batch_size=2",
-    "retrain.eval_interval=0",
-    "retrain.pseudo_labels.scales=[1.0]",
-    "evaluation.num_pictures=2",
-]
 
 
 @dataclass
@@ -126,13 +108,12 @@ TESTED_PAGES = [page for page in PAGES if any(block.info == "bash test" for bloc
 
 
 @pytest.mark.parametrize("page", TESTED_PAGES, ids=lambda page: str(page.relative_to(REPO)))
-def test_commands_of_the_page_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commands_of_the_page_run(
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     text = page.read_text(encoding="utf-8")
     if "stair_cnn" in text or "pyramid_sum" in text:
-        try:
-            importlib.metadata.distribution("pctkit-example-plugin")
-        except importlib.metadata.PackageNotFoundError:
-            pytest.fail("install the example plugin first: pip install -e plugins/pctkit-example-plugin")
+        request.getfixturevalue("example_plugin")
     monkeypatch.chdir(tmp_path)
     registry.reset()
     for block in fenced_blocks(page):
@@ -141,7 +122,7 @@ def test_commands_of_the_page_run(page: Path, tmp_path: Path, monkeypatch: pytes
         for command in commands(block):
             arguments = command[1:]
             if arguments[:1] == ["run"]:
-                arguments += [part for override in TINY_RUN for part in ("--set", override)]
+                arguments += set_options(TINY_QUICKSTART)
             result = CliRunner().invoke(app, arguments, env={"COLUMNS": "120"})
             assert result.exit_code == 0, (
                 f"{block.where}: `{shlex.join(command)}` exited with {result.exit_code}\n"

@@ -8,8 +8,6 @@ results and pictures.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +17,19 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tiny_run import TINY_STAGES, run_cli, set_options
 from typer.testing import CliRunner
 
 from pctkit.cli.main import app
 from pctkit.recipe import load_recipe
 
 pytest.importorskip("sklearn.datasets")  # the digit scenes need scikit-learn
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # before the module's runs
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
 NUM_STRONG, NUM_WEAK, NUM_CLASSES = 8, 24, 11
 TINY = [
+    *TINY_STAGES,
     "experiment.device=cpu",
     "data.canvas_size=32",
     f"data.num_strong={NUM_STRONG}",
@@ -36,14 +37,10 @@ TINY = [
     "data.num_val=8",
     'model.backbone.model_name="test_resnet"',
     "model.head.channels=8",
+    # More steps than TINY_STAGES: the metrics tests read the fourth cross-training step.
     "cross_training.iterations=4",
-    "cross_training.strong_batch_size=2",
-    "cross_training.weak_batch_size=2",
-    "cross_training.eval_interval=0",
     "retrain.iterations=3",
     "retrain.batch_size=4",
-    "retrain.eval_interval=0",
-    "retrain.pseudo_labels.scales=[1.0]",
     "evaluation.batch_size=8",
     "evaluation.num_pictures=2",
 ]
@@ -56,19 +53,8 @@ def _overrides(mode: str, *extra: str) -> list[str]:
 
 
 def _run(run_dir: Path, overrides: list[str], *options: str) -> Any:
-    arguments = ["run", str(QUICKSTART), "--out", str(run_dir), "--quiet", *options]
-    for override in overrides:
-        arguments += ["--set", override]
+    arguments = ["run", str(QUICKSTART), "--out", str(run_dir), "--quiet", *options, *set_options(overrides)]
     return CliRunner().invoke(app, arguments)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions run far faster on one thread, most of all on a shared machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +149,8 @@ def test_running_into_an_existing_directory_is_refused(
     runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = (runs["pct"] / "hybrid_net.safetensors").read_bytes()
-    from pctkit.cli.main import main
-
     arguments = ["run", str(QUICKSTART), "--out", str(runs["pct"]), "--quiet"]
-    for override in _overrides("pct"):
-        arguments += ["--set", override]
-    monkeypatch.setattr(sys, "argv", ["pctkit", *arguments])
-    monkeypatch.setenv("COLUMNS", "300")
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    assert exit_.value.code == 1
+    assert run_cli([*arguments, *set_options(_overrides("pct"))], monkeypatch) == 1
     message = capsys.readouterr().err
     assert "already exists" in message and "--overwrite" in message and "--resume" in message
     assert "Traceback" not in message

@@ -10,8 +10,6 @@ for an installed package.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,33 +18,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tiny_run import TINY_QUICKSTART, set_options, subprocess_environment
 from typer.testing import CliRunner
 
 from pctkit import registry
 from pctkit.cli.main import app
 from pctkit.recipe import RecipeError, load_recipe
 
+# Installed if it is missing, for every test here.
+pytestmark = pytest.mark.usefixtures("example_plugin")
+
 REPO = Path(__file__).resolve().parent.parent
-PLUGIN_DIR = REPO / "plugins" / "pctkit-example-plugin"
 PLUGIN_PACKAGE = "pctkit-example-plugin"
 
-# The quickstart shrunk to seconds: 32-pixel scenes, a handful of images and iterations.
-TINY_QUICKSTART = [
-    "data.num_strong=4",
-    "data.num_weak=4",
-    "data.num_val=4",
-    "data.canvas_size=32",
-    "data.min_digit_size=8",
-    "data.max_digit_size=16",
+# Three iterations, each logged; no retraining: the plugin's nets only need to train.
+SHORT_QUICKSTART = [
+    *TINY_QUICKSTART,
     "cross_training.iterations=3",
-    "cross_training.strong_batch_size=2",
-    "cross_training.weak_batch_size=2",
     "cross_training.log_interval=1",
-    "cross_training.eval_interval=0",
     "retrain.enabled=false",
     "retrain.iterations=1",
-    "retrain.batch_size=2",
-    "evaluation.num_pictures=2",
 ]
 PLUGIN_MODEL = [
     'model.backbone={type = "stair_cnn.v2", widths = [8, 16, 16, 32], blocks_per_stage = 1}',
@@ -56,38 +47,10 @@ PLUGIN_MODEL = [
 
 def invoke(*arguments: str, overrides: list[str] | None = None) -> tuple[int, str, str]:
     """Run a pctkit command in this process; returns (exit code, stdout, stderr)."""
-    extra = [part for override in overrides or [] for part in ("--set", override)]
-    result = CliRunner().invoke(app, [*arguments, *extra], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, [*arguments, *set_options(overrides or [])], env={"COLUMNS": "200"})
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout, result.stderr
-
-
-@pytest.fixture(scope="session", autouse=True)
-def example_plugin() -> None:
-    """The example plugin, installed (editable) into this environment if it is not."""
-    try:
-        importlib.metadata.distribution(PLUGIN_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--no-deps",
-                "--no-build-isolation",
-                "-e",
-                str(PLUGIN_DIR),
-            ],
-            check=True,
-        )
-        importlib.invalidate_caches()
-    if importlib.util.find_spec("pctkit_example_plugin") is None:
-        # Installed during this session: its path file is read by the next interpreter only.
-        sys.path.append(str(PLUGIN_DIR / "src"))
-    registry.reset()
 
 
 @pytest.fixture
@@ -213,7 +176,7 @@ def test_validate_knows_the_plugin_parameters() -> None:
     assert "model.backbone.blocks_per_stage" in problems
     assert problems["model.backbone.width"].hint == "did you mean 'widths'?"
 
-    code, out, _ = invoke("validate", "quickstart", "--json", overrides=TINY_QUICKSTART + PLUGIN_MODEL)
+    code, out, _ = invoke("validate", "quickstart", "--json", overrides=SHORT_QUICKSTART + PLUGIN_MODEL)
     assert code == 0, out
     report = json.loads(out)
     assert report["valid"] is True
@@ -221,7 +184,7 @@ def test_validate_knows_the_plugin_parameters() -> None:
 
     # The backbone's own argument checks reach the user through validate.
     bad_stages = ['model.backbone={type = "stair_cnn.v2", out_stages = [3, 1]}']
-    code, out, _ = invoke("validate", "quickstart", "--json", overrides=TINY_QUICKSTART + bad_stages)
+    code, out, _ = invoke("validate", "quickstart", "--json", overrides=SHORT_QUICKSTART + bad_stages)
     assert code == 1
     assert "out_stages must be increasing" in out
 
@@ -229,7 +192,7 @@ def test_validate_knows_the_plugin_parameters() -> None:
 def test_quickstart_trains_with_the_plugin_backbone(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     code, out, err = invoke(
-        "run", "quickstart", "--out", str(run_dir), "--quiet", overrides=TINY_QUICKSTART + PLUGIN_MODEL
+        "run", "quickstart", "--out", str(run_dir), "--quiet", overrides=SHORT_QUICKSTART + PLUGIN_MODEL
     )
     assert code == 0, err
     assert "hybrid" in out
@@ -258,7 +221,7 @@ def test_versioned_names_and_the_deprecated_alias() -> None:
     # A recipe that still says `stair_cnn` validates, and building it warns.
     old_recipe = ['model.backbone={type = "stair_cnn"}', 'model.head={type = "pyramid_sum", channels = 16}']
     with pytest.warns(registry.DeprecatedNameWarning):
-        code, out, _ = invoke("validate", "quickstart", "--json", overrides=TINY_QUICKSTART + old_recipe)
+        code, out, _ = invoke("validate", "quickstart", "--json", overrides=SHORT_QUICKSTART + old_recipe)
     assert code == 0, out
 
 
@@ -281,7 +244,7 @@ def test_broken_plugins_are_reported_by_list_and_nothing_else_breaks(broken_plug
     assert {"timm", "stair_cnn.v2", "fusion"} <= names and not {"raising", "untyped"} & names
 
     # Commands that do not use the broken components work, and do not mention them.
-    code, out, err = invoke("validate", "quickstart", "--json", overrides=TINY_QUICKSTART)
+    code, out, err = invoke("validate", "quickstart", "--json", overrides=SHORT_QUICKSTART)
     assert code == 0, out
     assert "raising" not in out + err and "untyped" not in out + err
     code, out, _ = invoke("schema")
@@ -325,12 +288,9 @@ def test_an_override_entry_point_replaces_a_builtin_on_purpose(fake_site: Path) 
 
 
 def test_a_fresh_process_sees_installed_and_broken_plugins(broken_plugins: Path) -> None:
-    environment = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(broken_plugins), os.environ.get("PYTHONPATH", "")]),
-        "COLUMNS": "200",
-        "HF_HUB_OFFLINE": "1",
-    }
+    environment = subprocess_environment(
+        PYTHONPATH=os.pathsep.join([str(broken_plugins), os.environ.get("PYTHONPATH", "")])
+    )
     result = subprocess.run(
         [sys.executable, "-m", "pctkit", "list", "backbones"],
         capture_output=True,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_run import TINY_NET_TOML
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -33,7 +34,7 @@ from pctkit.recipe.schema import ComponentSpec, Model
 
 NUM_CLASSES = 4
 
-RECIPE = """
+RECIPE = f"""
 [experiment]
 name = "precision"
 seed = 1
@@ -49,15 +50,7 @@ min_digit_size = 8
 max_digit_size = 16
 digit_classes = [0, 1, 7]
 
-[model.backbone]
-type = "timm"
-model_name = "test_resnet"
-out_indices = [1, 3]
-
-[model.head]
-type = "fusion"
-channels = 8
-
+{TINY_NET_TOML}
 [cross_training]
 iterations = 2
 strong_batch_size = 4

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from tiny_run import TINY_NET_TOML
 
 from pctkit import registry
 from pctkit.recipe import RecipeError, RecipeIssue, load_recipe, parse_recipe_text, resolved_toml
@@ -14,7 +15,7 @@ from pctkit.recipe.loader import key_lines, parse_override
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
 
-SMALL_RECIPE = """\
+SMALL_RECIPE = f"""\
 [experiment]
 name = "small"
 
@@ -22,16 +23,7 @@ name = "small"
 type = "digit_scenes"
 canvas_size = 32
 
-[model.backbone]
-type = "timm"
-model_name = "test_resnet"
-out_indices = [1, 3]
-output_stride = 32
-
-[model.head]
-type = "fusion"
-channels = 8
-
+{TINY_NET_TOML}
 [cross_training]
 iterations = 4
 strong_batch_size = 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_run import TINY_STAGES, set_options
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
@@ -40,14 +40,7 @@ TINY_NET = [
 ]
 """What makes the paper's net CPU-sized: timm's test ResNet, a narrow DeepLabv3+ head."""
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one thread is faster than two fighting other processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_overrides(root: Path, output_dir: Path) -> list[str]:
@@ -62,14 +55,7 @@ def tiny_overrides(root: Path, output_dir: Path) -> list[str]:
         "experiment.channels_last=false",
         "experiment.deterministic=true",
         "loader.num_workers=0",
-        "cross_training.iterations=2",
-        "cross_training.strong_batch_size=2",
-        "cross_training.weak_batch_size=2",
-        "cross_training.eval_interval=0",
-        "retrain.iterations=2",
-        "retrain.batch_size=2",
-        "retrain.eval_interval=0",
-        "retrain.pseudo_labels.scales=[1.0]",
+        *TINY_STAGES,
         "retrain.pseudo_labels.flip=false",
         "evaluation.batch_size=1",
         "evaluation.num_pictures=2",
@@ -77,16 +63,12 @@ def tiny_overrides(root: Path, output_dir: Path) -> list[str]:
     ]
 
 
-def with_sets(overrides: list[str]) -> list[str]:
-    return [part for override in overrides for part in ("--set", override)]
-
-
 def run_cli(*arguments: str) -> Any:
     return CliRunner().invoke(app, [*arguments], catch_exceptions=True)
 
 
 def validate_json(*overrides: str) -> tuple[int, dict[str, Any]]:
-    result = run_cli("validate", str(RECIPE), "--json", *with_sets(list(overrides)))
+    result = run_cli("validate", str(RECIPE), "--json", *set_options(list(overrides)))
     return result.exit_code, json.loads(result.stdout)
 
 
@@ -105,7 +87,7 @@ def image_size(root: Path, name: str) -> tuple[int, int]:
 def test_voc_pct_runs_end_to_end(tiny_voc: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = run_cli(
-        "run", str(RECIPE), *with_sets(tiny_overrides(tiny_voc, tmp_path)), "--out", str(run_dir), "--quiet"
+        "run", str(RECIPE), *set_options(tiny_overrides(tiny_voc, tmp_path)), "--out", str(run_dir), "--quiet"
     )
     assert result.exit_code == 0, result.output + repr(result.exception)
 
@@ -189,7 +171,7 @@ def test_a_broken_mask_stops_the_run_naming_the_file(
     expected = break_mask(tiny_voc, split_names(tiny_voc, split)[position], problem)
     assert validate_json(*tiny_overrides(tiny_voc, tmp_path))[0] == 0
     overrides = [*tiny_overrides(tiny_voc, tmp_path), f"loader.num_workers={workers}"]
-    result = run_cli("run", str(RECIPE), *with_sets(overrides), "--out", str(tmp_path / "run"), "--quiet")
+    result = run_cli("run", str(RECIPE), *set_options(overrides), "--out", str(tmp_path / "run"), "--quiet")
     assert isinstance(result.exception, DataError)
     assert re.match(rf"mask .*{expected}", str(result.exception))  # no worker traceback around it
 

@@ -12,7 +12,6 @@ The slowest test file (about a minute): three CLI processes, one a tiny training
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,34 +20,19 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tiny_run import TINY_QUICKSTART, set_options, subprocess_environment
 
 from pctkit.cli.main import builtin_recipes
 
 REPO = Path(__file__).resolve().parent.parent
 
-TINY_RUN = [
-    "data.num_strong=4",
-    "data.num_weak=4",
-    "data.num_val=4",
-    "data.canvas_size=32",
-    "data.min_digit_size=8",
-    "data.max_digit_size=16",
-    "cross_training.iterations=2",
-    "cross_training.strong_batch_size=2",
-    "cross_training.weak_batch_size=2",
-    "cross_training.eval_interval=0",
-    "retrain.iterations=2",
-    "retrain.batch_size=2",
-    "retrain.eval_interval=0",
-    "retrain.pseudo_labels.scales=[1.0]",
-    "model.head.channels=16",
-    "evaluation.num_pictures=2",
-]
+TINY_RUN = [*TINY_QUICKSTART, "model.head.channels=16"]
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    environment.update(HF_HUB_OFFLINE="1", COLUMNS="200", PYTHONNOUSERSITE="1")
+    # Nothing but the venv's own paths: no PYTHONPATH, no user site-packages.
+    environment = subprocess_environment(PYTHONNOUSERSITE="1")
+    environment.pop("PYTHONPATH", None)
     result = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -98,7 +82,7 @@ def test_builtin_recipes_ship_in_the_wheel(wheel_venv: Path, tmp_path: Path) -> 
     listing = _run([pctkit, "recipes"], tmp_path).stdout
     assert all(name in listing for name in builtin_recipes())
 
-    overrides = [part for override in TINY_RUN for part in ("--set", override)]
+    overrides = set_options(TINY_RUN)
     report = json.loads(_run([pctkit, "validate", "quickstart", "--json", *overrides], tmp_path).stdout)
     assert report["valid"] is True
     assert Path(report["recipe"]).is_relative_to(wheel_venv)  # the packaged copy, not the repo's

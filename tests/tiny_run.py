@@ -1,10 +1,18 @@
-"""A tiny complete run, shared by the tests of resuming, exporting and reporting.
+"""Tiny runs, shared by the tests: settings that make a run take seconds, and helpers.
 
-Not a test module: the tests import it. The run is digit scenes of 32 px, a
-``test_resnet`` + ``fusion`` net with 8 channels and 6 iterations per stage, on one
-CPU thread, so that a run in this process and one in a subprocess compute the same
-floating-point operations in the same order. Random rescaling, crops and colour
-jitter are on, so that exact resumption covers the augmentation's randomness too.
+Not a test module: the tests import it. It holds
+
+- :data:`TINY_NET_TOML`, the net of every tiny recipe written in a test: a
+  ``test_resnet`` backbone and a ``fusion`` head with 8 channels;
+- ``--set`` overrides that shrink a built-in recipe (:data:`TINY_SCENES`,
+  :data:`TINY_STAGES`, :data:`TINY_QUICKSTART`), and :func:`set_options`;
+- :func:`subprocess_environment`, the environment of a ``pctkit`` subprocess;
+- a tiny complete run (:data:`RECIPE`, :func:`finished_run`), shared by the tests of
+  resuming, exporting and reporting: digit scenes of 32 px, the tiny net and 6
+  iterations per stage, on one CPU thread, so that a run in this process and one in a
+  subprocess compute the same floating-point operations in the same order. Random
+  rescaling, crops and colour jitter are on, so that exact resumption covers the
+  augmentation's randomness too.
 """
 
 from __future__ import annotations
@@ -22,11 +30,46 @@ import torch
 
 TESTS_DIR = Path(__file__).resolve().parent
 
-RECIPE = """
+TINY_NET_TOML = """\
+[model.backbone]
+type = "timm"
+model_name = "test_resnet"
+out_indices = [1, 3]
+output_stride = 32
+
+[model.head]
+type = "fusion"
+channels = 8
+"""
+
+# ``--set`` overrides that shrink a built-in recipe. A test that wants other values
+# appends its own overrides: of two for the same key, the later one wins.
+FEW_SCENES = ["data.num_strong=4", "data.num_weak=4", "data.num_val=4"]
+TINY_SCENES = [*FEW_SCENES, "data.canvas_size=32", "data.min_digit_size=8", "data.max_digit_size=16"]
+TINY_STAGES = [
+    "cross_training.iterations=2",
+    "cross_training.strong_batch_size=2",
+    "cross_training.weak_batch_size=2",
+    "cross_training.eval_interval=0",
+    "retrain.iterations=2",
+    "retrain.batch_size=2",
+    "retrain.eval_interval=0",
+    "retrain.pseudo_labels.scales=[1.0]",
+]
+TINY_QUICKSTART = [*TINY_SCENES, *TINY_STAGES, "evaluation.num_pictures=2"]
+"""The quickstart shrunk to seconds: a handful of 32-pixel scenes, two iterations a stage."""
+
+
+def set_options(overrides: list[str]) -> list[str]:
+    """Command-line options that apply ``overrides``: ``--set`` before each."""
+    return [part for override in overrides for part in ("--set", override)]
+
+
+RECIPE = f"""
 [experiment]
 name = "tiny"
 seed = 0
-output_dir = "{output_dir}"
+output_dir = "{{output_dir}}"
 device = "cpu"
 
 [data]
@@ -44,16 +87,7 @@ scale_range = [0.75, 1.25]
 crop_size = 32
 color_jitter = 0.2
 
-[model.backbone]
-type = "timm"
-model_name = "test_resnet"
-out_indices = [1, 3]
-output_stride = 32
-
-[model.head]
-type = "fusion"
-channels = 8
-
+{TINY_NET_TOML}
 [cross_training]
 iterations = 6
 strong_batch_size = 2
@@ -90,9 +124,10 @@ def write_recipe(folder: Path) -> Path:
     return path
 
 
-def subprocess_environment() -> dict[str, str]:
-    """The environment of a ``pctkit`` subprocess: one thread, offline, wide output."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "300"}
+def subprocess_environment(**changes: str) -> dict[str, str]:
+    """The environment of a ``pctkit`` subprocess: one thread, offline, wide output,
+    then ``changes``."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "300", **changes}
 
 
 def run_in_process(recipe_path: Path, run_dir: Path, overrides: list[str] | None = None) -> Path:
