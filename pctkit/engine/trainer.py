@@ -310,22 +310,7 @@ def run_stage(
     batches = stage.micro_batches(start_iteration)
     with StopRequest() as stop:
         for iteration in range(start_iteration, stage.total_iterations):
-            micro_batches = next(batches)
-            step_terms: dict[str, Tensor] = {}
-            for micro_index, micro_batch in enumerate(micro_batches):
-                # DDP reduces gradients once per iteration, with the last micro-batch.
-                last = micro_index == len(micro_batches) - 1
-                with no_gradient_sync([] if last else stage.nets.values()):
-                    with autocast_context(device, context.precision):
-                        result = stage.compute(micro_batch, micro_index)
-                    loss = result.loss / len(micro_batches)
-                    if scaler is not None:
-                        scaler.scale(loss).backward()
-                    else:
-                        loss.backward()
-                for name, value in result.terms.items():
-                    step_terms[name] = step_terms.get(name, 0) + value.float() / len(micro_batches)
-                step_terms["loss"] = step_terms.get("loss", 0) + loss.detach().float()
+            step_terms = _forward_backward(stage, next(batches), context, scaler)
 
             finite = torch.stack([torch.isfinite(v).all() for v in step_terms.values()])
             skip_step = False
@@ -343,21 +328,7 @@ def run_stage(
                 )
                 first_bad = marker if first_bad is None else torch.where(first_bad < 0, marker, first_bad)
 
-            for optimizer in stage.optimizers.values():
-                if skip_step:
-                    optimizer.zero_grad(set_to_none=True)
-                    continue
-                if scaler is not None:
-                    scaler.step(optimizer)
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if scaler is not None and not skip_step:
-                scaler.update()
-            # The rate this step used, read before the schedule moves on.
-            step_lr = {name: opt.param_groups[0]["lr"] for name, opt in stage.optimizers.items()}
-            for scheduler in stage.schedulers.values():
-                scheduler.step()
+            step_lr = _optimizer_step(stage, scaler, skip_step)
 
             if not skip_step:  # a skipped step's NaN would spoil the logged means
                 for name, value in step_terms.items():
@@ -381,18 +352,7 @@ def run_stage(
                 # Every rank must raise together, or the others would wait forever.
                 first_bad = _earliest_over_workers(first_bad, stage.total_iterations + 1)
             if check_finite and first_bad is not None and bool((first_bad >= 0).any()):
-                names = list(step_terms)
-                problems = [
-                    f"{names[i]} at iteration {int(first_bad[i])}"
-                    for i in range(len(names))
-                    if first_bad[i] >= 0
-                ]
-                raise NonFiniteLossError(
-                    f"{stage.name}: non-finite loss ({'; '.join(problems)}). The last good "
-                    "checkpoint is kept. Lower the learning rate, use fp32 or bf16, or set "
-                    "cross_training.skip_nonfinite = true to skip such steps (it applies to both "
-                    "training stages)."
-                )
+                raise _nonfinite_error(stage.name, list(step_terms), first_bad)
             if at_log and term_sums:  # empty when every step of the window was skipped
                 elapsed = time.perf_counter() - window_start
                 record: dict[str, Any] = {"stage": stage.name, "iteration": done}
@@ -450,6 +410,62 @@ def run_stage(
                     context.run_dir,
                 )
     return last_metrics
+
+
+def _forward_backward(
+    stage: Stage, micro_batches: list[Any], context: LoopContext, scaler: torch.amp.GradScaler | None
+) -> dict[str, Tensor]:
+    """Forward and backward every micro-batch of one iteration; returns the iteration's
+    loss terms (detached, averaged over micro-batches)."""
+    step_terms: dict[str, Tensor] = {}
+    count = len(micro_batches)
+    for micro_index, micro_batch in enumerate(micro_batches):
+        # DDP reduces gradients once per iteration, with the last micro-batch.
+        last = micro_index == count - 1
+        with no_gradient_sync([] if last else stage.nets.values()):
+            with autocast_context(context.device, context.precision):
+                result = stage.compute(micro_batch, micro_index)
+            loss = result.loss / count
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+        for name, value in result.terms.items():
+            step_terms[name] = step_terms.get(name, 0) + value.float() / count
+        step_terms["loss"] = step_terms.get("loss", 0) + loss.detach().float()
+    return step_terms
+
+
+def _optimizer_step(stage: Stage, scaler: torch.amp.GradScaler | None, skip: bool) -> dict[str, float]:
+    """Step every optimizer (or only drop the gradients of a skipped step), then the
+    schedules; returns the learning rates the step used."""
+    for optimizer in stage.optimizers.values():
+        if not skip:
+            if scaler is not None:
+                scaler.step(optimizer)
+            else:
+                optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and not skip:
+        scaler.update()
+    # The rate this step used, read before the schedule moves on.
+    used = {name: float(opt.param_groups[0]["lr"]) for name, opt in stage.optimizers.items()}
+    for scheduler in stage.schedulers.values():
+        scheduler.step()
+    return used
+
+
+def _nonfinite_error(stage_name: str, names: list[str], first_bad: Tensor) -> NonFiniteLossError:
+    """The error naming each non-finite term and the iteration it first appeared."""
+    problems = [
+        f"{names[i]} at iteration {int(first_bad[i])}" for i in range(len(names)) if first_bad[i] >= 0
+    ]
+    return NonFiniteLossError(
+        f"{stage_name}: non-finite loss ({'; '.join(problems)}). The last good "
+        "checkpoint is kept. Lower the learning rate, use fp32 or bf16, or set "
+        "cross_training.skip_nonfinite = true to skip such steps (it applies to both "
+        "training stages)."
+    )
 
 
 STOP_CHECK_INTERVAL = 10
