@@ -121,6 +121,7 @@ def validate(
             _print_issues(error)
         raise typer.Exit(1) from None
     issues, checked = check_recipe(parsed, world_size=nproc)
+    _locate(issues, path, overrides or [])
     if as_json:
         console.print_json(
             json.dumps(
@@ -146,6 +147,21 @@ def validate(
         + (f"{parsed.retrain.iterations} iterations" if parsed.retrain.enabled else "off"),
         highlight=False,
     )
+
+
+def _locate(issues: list[RecipeIssue], path: Path, overrides: list[str]) -> None:
+    """Give the build and data checks' issues their TOML line, or mark them as coming
+    from a ``--set`` override."""
+    from pctkit.recipe.loader import key_lines, line_of
+
+    locations = key_lines(path.read_text(encoding="utf-8"))
+    overridden = {tuple(o.split("=", 1)[0].strip().split(".")) for o in overrides}
+    for issue in issues:
+        key = tuple(issue.path.split(".")) if issue.path else ()
+        if any(key[: len(o)] == o for o in overridden):
+            issue.source = "--set"
+        elif issue.line is None:
+            issue.line = line_of(locations, key)
 
 
 def _launch_torchrun(nproc: int) -> None:
