@@ -12,13 +12,6 @@ from pctkit import __version__
 from pctkit.artifacts.io import load_tensors, save_tensors
 
 
-def _inner(net: nn.Module) -> nn.Module:
-    """The plain module inside DDP and ``torch.compile`` wrappers."""
-    inner = getattr(net, "module", net)
-    inner = getattr(inner, "_orig_mod", inner)
-    return inner
-
-
 def save_net(
     path: Path,
     net: nn.Module,
@@ -32,8 +25,9 @@ def save_net(
     the ``[model]`` recipe section that builds it, and the pctkit version.
 
     ``extra`` entries (palette, input size, ...) are stored JSON-encoded beside them.
+    ``net`` is the plain network: the caller unwraps DDP and ``torch.compile``.
     """
-    inner = _inner(net)
+    inner = net
     mean_buffer: Any = getattr(inner, "mean", None)
     std_buffer: Any = getattr(inner, "std", None)
     mean = [float(v) for v in mean_buffer.flatten()] if mean_buffer is not None else []
@@ -68,8 +62,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def load_weights(net: nn.Module, path: Path) -> None:
-    """Load weights saved by :func:`save_net` into ``net`` (strict)."""
-    _inner(net).load_state_dict(load_tensors(path))
+    """Load weights saved by :func:`save_net` into the plain network ``net`` (strict)."""
+    net.load_state_dict(load_tensors(path))
 
 
 def rebuild_net(model_section: dict[str, Any], num_classes: int, weights: Path) -> nn.Module:

@@ -234,23 +234,20 @@ def run(
         if _under_torchrun():
             raise UserError("--nproc launches torchrun; under torchrun already, leave it out")
         _launch_torchrun(nproc)
+    from pctkit.engine.distributed import barrier
     from pctkit.engine.pipeline import Run, prepare_run_dir
     from pctkit.engine.reporting import Reporter
 
     _, parsed = _load(recipe, overrides)
     run_dir = resume or out or Path(parsed.experiment.output_dir) / parsed.experiment.name
-    from pctkit.engine.distributed import current_world, launched_by_torchrun
-
-    rank = int(__import__("os").environ.get("RANK", "0")) if launched_by_torchrun() else 0
-    if rank == 0:
+    # Run refuses a recipe it cannot train before anything is written; it also joins
+    # the process group under torchrun, so rank 0 alone prepares the directory.
+    runner = Run(parsed, run_dir, Reporter(errors, enabled=not quiet))
+    if runner.world.is_main:
         prepare_run_dir(parsed, run_dir, resume=resume is not None, overwrite=overwrite)
-    reporter = Reporter(errors, enabled=not quiet)
-    runner = Run(parsed, run_dir, reporter)
-    from pctkit.engine.distributed import barrier
-
     barrier()
     outcome = runner.execute()
-    if current_world().is_main:
+    if runner.world.is_main:
         show_results(outcome.results, run_dir)
 
 

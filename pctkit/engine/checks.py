@@ -157,7 +157,7 @@ def device_issues(recipe: Recipe, world_size: int) -> list[RecipeIssue]:
         issues.append(
             RecipeIssue(
                 path="experiment.precision",
-                message="'fp16' needs CUDA (a gradient scaler for fp16 on CUDA), the run would use the CPU",
+                message="'fp16' needs CUDA",
                 hint="use 'bf16' or 'fp32' on CPU",
                 source="check",
             )

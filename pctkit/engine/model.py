@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pctkit.engine.distributed import unwrap
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -52,7 +54,7 @@ class SegmentationNet(nn.Module):
 
 def parameter_groups(net: nn.Module, classifier_lr_multiplier: float) -> list[dict[str, object]]:
     """Two optimizer groups: the final classifier (``lr_scale`` = multiplier) and the rest."""
-    target = getattr(net, "module", net)  # unwrap DDP / compile
+    target = unwrap(net)
     classifier = (
         {id(p) for p in target.classifier_parameters()} if isinstance(target, SegmentationNet) else set()
     )

@@ -35,7 +35,7 @@ from pctkit.engine.build import (
     build_scheduler,
     resolve_device,
 )
-from pctkit.engine.checks import batch_issues, learning_rate_factor
+from pctkit.engine.checks import batch_issues, device_issues, learning_rate_factor
 from pctkit.engine.cross_training import (
     Batch,
     PCTWeights,
@@ -219,18 +219,19 @@ class Run:
         self.reporter = reporter or Reporter()
         self.reporter.enabled = self.reporter.enabled and self.world.is_main
         self.stop_after = stop_after or {}
-        self.progress = read_progress(run_dir)
+        # Both are set up in execute(): constructing a Run touches no file, so a recipe
+        # it refuses leaves no run directory behind.
+        self.progress: dict[str, Any] = {"completed": [], "seconds": {}}
+        self.tensorboard: TensorBoardLog | None = None
         self.data: SegmentationData | None = None
-        self.tensorboard = TensorBoardLog.open(run_dir / "tensorboard") if self.world.is_main else None
-        if recipe.experiment.precision == "fp16" and self.device.type != "cuda":
-            raise RunError("experiment.precision = 'fp16' needs CUDA; use 'bf16' or 'fp32' on CPU")
-        problems = batch_issues(recipe, self.world.world_size)
+        # The same checks `pctkit validate` runs, so a job fails before it trains.
+        problems = batch_issues(recipe, self.world.world_size) + device_issues(recipe, self.world.world_size)
         if problems:
-            raise RunError("; ".join(f"{issue.path}: {issue.message}" for issue in problems))
-        sync_batchnorm = recipe.model.sync_batchnorm or recipe.retrain.model.sync_batchnorm
-        if sync_batchnorm and self.world.distributed and self.device.type != "cuda":
             raise RunError(
-                "model.sync_batchnorm = true needs CUDA (PyTorch's SyncBatchNorm); set it false on CPU"
+                "; ".join(
+                    f"{issue.path}: {issue.message}" + (f"; {issue.hint}" if issue.hint else "")
+                    for issue in problems
+                )
             )
 
     # ---------------------------------------------------------------- helpers
@@ -328,7 +329,7 @@ class Run:
         if self.world.is_main:
             save_net(
                 self.run_dir / f"{role}_net.safetensors",
-                net,
+                unwrap(net),
                 role=role,
                 class_names=self.data.class_names,
                 model_section=model.model_dump(mode="json"),
@@ -407,7 +408,7 @@ class Run:
         nets = {role: self._new_net(recipe.model, role) for role in roles}
         if self._done("cross_training"):
             for role, net in nets.items():
-                load_weights(net, self.run_dir / f"{role}_net.safetensors")
+                load_weights(unwrap(net), self.run_dir / f"{role}_net.safetensors")
             return nets
         optimizers = {
             role: build_optimizer(recipe.optimizer, net, settings.classifier_lr_multiplier)
@@ -572,7 +573,7 @@ class Run:
         settings = recipe.retrain
         net = self._new_net(settings.model, "retrained")
         if self._done("retraining"):
-            load_weights(net, self.run_dir / "retrained_net.safetensors")
+            load_weights(unwrap(net), self.run_dir / "retrained_net.safetensors")
             return net
         optimizer = build_optimizer(settings.optimizer, net, settings.classifier_lr_multiplier)
         scale_learning_rate(optimizer, learning_rate_factor(settings))
@@ -692,6 +693,8 @@ class Run:
         # Read here, not at construction: under torchrun rank 0 may have replaced the
         # run directory (--overwrite) after the other ranks constructed theirs.
         self.progress = read_progress(self.run_dir)
+        if self.world.is_main:
+            self.tensorboard = TensorBoardLog.open(self.run_dir / "tensorboard")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         started = time.perf_counter()

@@ -35,6 +35,7 @@ from pctkit.engine.distributed import (
     broadcast_buffers,
     current_world,
     no_gradient_sync,
+    unwrap,
 )
 from pctkit.engine.evaluation import autocast_context
 
@@ -155,12 +156,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _unwrap(net: nn.Module) -> nn.Module:
-    inner = getattr(net, "module", net)  # DDP
-    inner = getattr(inner, "_orig_mod", inner)  # torch.compile
-    return inner
-
-
 def checkpoint_dir(run_dir: Path, stage: str, iteration: int) -> Path:
     """``checkpoints/<stage>-<iteration>``."""
     return run_dir / "checkpoints" / f"{stage}-{iteration:08d}"
@@ -169,7 +164,7 @@ def checkpoint_dir(run_dir: Path, stage: str, iteration: int) -> Path:
 def stage_state(stage: Stage, scaler: torch.amp.GradScaler | None, iteration: int) -> dict[str, Any]:
     """The complete training state of a stage at the end of ``iteration`` iterations."""
     return {
-        "nets": {name: _unwrap(net).state_dict() for name, net in stage.nets.items()},
+        "nets": {name: unwrap(net).state_dict() for name, net in stage.nets.items()},
         "optimizers": {name: opt.state_dict() for name, opt in stage.optimizers.items()},
         "schedulers": {name: sch.state_dict() for name, sch in stage.schedulers.items()},
         "extra": {name: obj.state_dict() for name, obj in stage.extra_state.items()},
@@ -182,7 +177,7 @@ def stage_state(stage: Stage, scaler: torch.amp.GradScaler | None, iteration: in
 def load_stage_state(stage: Stage, scaler: torch.amp.GradScaler | None, state: dict[str, Any]) -> int:
     """Restore a stage from :func:`stage_state`; returns the iteration to continue from."""
     for name, net in stage.nets.items():
-        _unwrap(net).load_state_dict(state["nets"][name])
+        unwrap(net).load_state_dict(state["nets"][name])
     for name, optimizer in stage.optimizers.items():
         optimizer.load_state_dict(state["optimizers"][name])
     for name, scheduler in stage.schedulers.items():
