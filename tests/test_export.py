@@ -17,11 +17,11 @@ from PIL import Image
 from tiny_run import finished_run, one_thread, run_cli
 
 import pctkit
-from pctkit.artifacts.export import load_bundle
-from pctkit.artifacts.models import net_from_file, read_metadata
+from pctkit.artifacts.models import read_metadata
 from pctkit.components.contracts import SegmentationData
 from pctkit.engine.build import build_data
 from pctkit.engine.evaluation import evaluate
+from pctkit.engine.inference import load_bundle, net_from_file
 from pctkit.metrics import ConfusionMatrix
 from pctkit.palette import load_mask_png
 from pctkit.recipe import load_recipe

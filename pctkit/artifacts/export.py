@@ -11,32 +11,22 @@ A bundle is a folder with
 - ``README.md``: a model card with the run's evaluation table;
 - ``model.onnx`` (optional): the same net as an ONNX graph, images in [0, 1] to logits.
 
-:func:`load_model` needs nothing else; :class:`Predictor` turns images into masks the
-way the run's evaluation does, for a bundle or straight from a run directory.
+:func:`pctkit.engine.inference.load_model` needs nothing else to rebuild the net. This
+module writes and recognises bundles; building networks from them is the engine's.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from torch import nn
 
 from pctkit import __version__
 from pctkit.artifacts.io import atomic_write_text, load_tensors, save_tensors
-from pctkit.artifacts.models import read_metadata, rebuild_net, without_initial_weights
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from pctkit.artifacts.models import read_metadata, without_initial_weights
 
 BUNDLE_FORMAT = "pctkit.bundle.v1"
 WEIGHTS_FILE = "model.safetensors"
@@ -77,142 +67,7 @@ def choose_role(run_dir: Path, role: str | None) -> str:
     return role
 
 
-# --------------------------------------------------------------------------- prediction
-
-
-@dataclass
-class Predictor:
-    """A network with what it takes to turn RGB images into class masks.
-
-    Attributes:
-        net: images in [0, 1] ``(N, 3, H, W)`` -> logits ``(N, C, H, W)``, eval mode.
-        class_names: one per class, background first.
-        evaluation: the ``[evaluation]`` settings (``scales``, ``flip``, ``mode``,
-            ``window``, ``stride``) applied at prediction time.
-        palette: class colours for masks, or ``None`` for the VOC colour map.
-        metadata: the weights file's decoded header.
-    """
-
-    net: nn.Module
-    class_names: list[str]
-    evaluation: dict[str, Any] = field(default_factory=dict)
-    palette: list[tuple[int, int, int]] | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def device(self) -> torch.device:
-        """Where the net's parameters are."""
-        return next(self.net.parameters()).device
-
-    def to(self, device: torch.device | str) -> Predictor:
-        """Move the net; returns ``self``."""
-        self.net.to(device)
-        return self
-
-    def class_index(self, label: str | int) -> int:
-        """A class index from a class name, or from an index (int, or text that is not a
-        class name: digit scenes name their classes "0", "1", ..., and names win)."""
-        name = str(label).strip()
-        if not isinstance(label, int) and name in self.class_names:
-            return self.class_names.index(name)
-        if isinstance(label, int) or name.isdigit():
-            index = int(name)
-            if not 0 <= index < len(self.class_names):
-                raise ValueError(f"class index {index} is outside 0..{len(self.class_names) - 1}")
-            return index
-        import difflib
-
-        close = difflib.get_close_matches(name, self.class_names, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"unknown class {name!r}{hint}; classes: {', '.join(self.class_names)}")
-
-    def sliding_window(self) -> tuple[int, int] | None:
-        """``(window, stride)`` when the evaluation settings predict in windows."""
-        if self.evaluation.get("mode") == "sliding":
-            return int(self.evaluation["window"]), int(self.evaluation["stride"])
-        return None
-
-    @torch.no_grad()
-    def logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of float images in [0, 1], averaged over the test-time scales/flips."""
-        from pctkit.engine.model import multi_scale_logits
-
-        predictor: nn.Module = self.net
-        window = self.sliding_window()
-        if window is not None:
-            from pctkit.engine.evaluation import SlidingWindow
-
-            predictor = SlidingWindow(self.net, *window)
-        scales = tuple(self.evaluation.get("scales", (1.0,)))
-        return multi_scale_logits(predictor, images, scales, bool(self.evaluation.get("flip", False)))
-
-    def predict(
-        self, image: npt.NDArray[np.uint8], image_labels: Sequence[int] | None = None
-    ) -> npt.NDArray[np.uint8]:
-        """The class mask ``(H, W)`` of one RGB image ``(H, W, 3)`` uint8.
-
-        With ``image_labels`` (class indices; background is always added) the
-        prediction is class-aware: the argmax over those classes only.
-        """
-        from pctkit.engine.evaluation import class_aware_or_plain
-
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB image (H, W, 3), got shape {image.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-        images = tensor.to(self.device).float() / 255
-        logits = self.logits(images)
-        labels = None
-        if image_labels is not None:
-            labels = torch.zeros(1, len(self.class_names), device=logits.device)
-            labels[0, [0, *image_labels]] = 1.0
-        mask: npt.NDArray[np.uint8] = class_aware_or_plain(logits, labels)[0].to(torch.uint8).cpu().numpy()
-        return mask
-
-
-def load_bundle(bundle_dir: Path, device: torch.device | str = "cpu") -> Predictor:
-    """A :class:`Predictor` from a bundle folder alone."""
-    bundle_dir = Path(bundle_dir)
-    if not is_bundle(bundle_dir):
-        raise ExportError(f"{bundle_dir} is not a pctkit bundle (needs {WEIGHTS_FILE} and {RECIPE_FILE})")
-    weights = bundle_dir / WEIGHTS_FILE
-    metadata = read_metadata(weights)
-    recipe = tomllib.loads((bundle_dir / RECIPE_FILE).read_text(encoding="utf-8"))
-    if "model" not in recipe:
-        raise ExportError(f"{bundle_dir / RECIPE_FILE} has no [model] section")
-    class_names = list(metadata["class_names"])
-    net = rebuild_net(recipe["model"], len(class_names), weights).to(device)
-    return Predictor(net, class_names, recipe.get("evaluation", {}), _palette(metadata), metadata)
-
-
-def load_run_net(run_dir: Path, role: str | None = None, device: torch.device | str = "cpu") -> Predictor:
-    """A :class:`Predictor` for one net of a run directory (default: see :func:`choose_role`),
-    with the run's evaluation settings."""
-    role = choose_role(run_dir, role)
-    weights = run_dir / f"{role}_net.safetensors"
-    metadata = read_metadata(weights)
-    class_names = list(metadata["class_names"])
-    net = rebuild_net(metadata["model"], len(class_names), weights).to(device)
-    return Predictor(
-        net, class_names, _run_recipe(run_dir).get("evaluation", {}), _palette(metadata), metadata
-    )
-
-
-def load_model(bundle_dir: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """The network of an exported bundle, ready to use: an ``nn.Module`` in eval mode.
-
-    It takes RGB images scaled to [0, 1], ``(N, 3, H, W)`` float, and returns logits
-    ``(N, C, H, W)``; normalisation happens inside. Class names and the palette are in
-    the header of ``model.safetensors`` (:func:`pctkit.artifacts.models.read_metadata`).
-    """
-    return load_bundle(Path(bundle_dir), device).net
-
-
-def _palette(metadata: dict[str, Any]) -> list[tuple[int, int, int]] | None:
-    palette = metadata.get("palette")
-    return [(int(r), int(g), int(b)) for r, g, b in palette] if palette else None
-
-
-def _run_recipe(run_dir: Path) -> dict[str, Any]:
+def run_recipe(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "recipe.json"
     if not path.is_file():
         raise ExportError(f"{run_dir} holds no run (no recipe.json)")
@@ -223,7 +78,7 @@ def _run_recipe(run_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- export
 
 
-def export_bundle(run_dir: Path, out: Path, role: str | None = None, *, onnx: bool = False) -> Path:
+def export_bundle(run_dir: Path, out: Path, role: str | None = None) -> Path:
     """Write the bundle of one net of a run into ``out``; returns ``out``.
 
     Args:
@@ -231,10 +86,9 @@ def export_bundle(run_dir: Path, out: Path, role: str | None = None, *, onnx: bo
         out: the bundle folder (created; files in it are replaced).
         role: ``retrained``, ``hybrid``, ``pseudo`` or ``supervised``; default: the
             retrained net where there is one.
-        onnx: also write ``model.onnx`` (needs the ``onnx`` package).
     """
     role = choose_role(run_dir, role)
-    recipe = _run_recipe(run_dir)
+    recipe = run_recipe(run_dir)
     source = run_dir / f"{role}_net.safetensors"
     metadata = read_metadata(source)
     model_section = without_initial_weights(metadata["model"])
@@ -269,13 +123,10 @@ def export_bundle(run_dir: Path, out: Path, role: str | None = None, *, onnx: bo
     results_file = run_dir / "results.json"
     results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else None
     atomic_write_text(out / "README.md", model_card(role, recipe, read_metadata(out / WEIGHTS_FILE), results))
-    if onnx:
-        predictor = load_bundle(out)
-        export_onnx(predictor.net, out / ONNX_FILE, _input_size(predictor.metadata))
     return out
 
 
-def _input_size(metadata: dict[str, Any]) -> tuple[int, int]:
+def input_size(metadata: dict[str, Any]) -> tuple[int, int]:
     size = metadata.get("input_size") or [64, 64]
     return int(size[0]), int(size[1])
 

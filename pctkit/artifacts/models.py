@@ -66,26 +66,6 @@ def load_weights(net: nn.Module, path: Path) -> None:
     net.load_state_dict(load_tensors(path))
 
 
-def rebuild_net(model_section: dict[str, Any], num_classes: int, weights: Path) -> nn.Module:
-    """The network a ``[model]`` section describes, with ``weights`` loaded, in eval mode.
-
-    Keys that only choose initial weights (``pretrained``) are dropped: the saved
-    weights replace them, and the file they name need not exist where the net is used.
-    """
-    from pydantic import ValidationError
-
-    from pctkit.engine.build import build_net  # the engine builds; artifacts only store
-    from pctkit.recipe.schema import Model
-
-    try:
-        model = Model.model_validate(without_initial_weights(model_section))
-    except ValidationError as error:
-        raise ValueError(f"the saved [model] section cannot build a net: {error}") from None
-    net = build_net(model, num_classes)
-    load_weights(net, weights)
-    return net.eval()
-
-
 def without_initial_weights(model_section: dict[str, Any]) -> dict[str, Any]:
     """A copy of a ``[model]`` section without its components' ``pretrained*`` keys."""
     cleaned = json.loads(json.dumps(model_section))
@@ -95,13 +75,3 @@ def without_initial_weights(model_section: dict[str, Any]) -> dict[str, Any]:
             for key in [k for k in component if k.startswith("pretrained")]:
                 del component[key]
     return dict(cleaned)
-
-
-def net_from_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a network from a file written by :func:`save_net` alone; returns it (in
-    eval mode) with the file's metadata."""
-    metadata = read_metadata(path)
-    if "model" not in metadata or "class_names" not in metadata:
-        raise ValueError(f"{path} was not written by pctkit (no model section or class names in its header)")
-    net = rebuild_net(metadata["model"], len(metadata["class_names"]), path)
-    return net, metadata

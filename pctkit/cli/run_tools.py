@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from pctkit.artifacts.export import Predictor
     from pctkit.artifacts.report import RunSummary
+    from pctkit.engine.inference import Predictor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -75,12 +75,24 @@ def export(
 ) -> None:
     """Write a self-contained bundle of a trained net: weights with metadata, the model
     recipe, a model card (README.md), optionally ONNX."""
-    from pctkit.artifacts.export import ExportError, choose_role, export_bundle
+    from pctkit.artifacts.export import (
+        ONNX_FILE,
+        ExportError,
+        choose_role,
+        export_bundle,
+        export_onnx,
+        input_size,
+    )
+    from pctkit.engine.inference import load_bundle
 
     try:
         role = choose_role(run_dir, net)
         target = out or run_dir / "export" / role
-        export_bundle(run_dir, target, role, onnx=export_format is ExportFormat.onnx)
+        export_bundle(run_dir, target, role)
+        if export_format is ExportFormat.onnx:
+            # Traced from the bundle alone: the ONNX graph is what load_model rebuilds.
+            predictor = load_bundle(target)
+            export_onnx(predictor.net, target / ONNX_FILE, input_size(predictor.metadata))
     except ExportError as error:
         raise UserError(str(error)) from None
     console.print(f"[bold green]exported[/] the {role} net to [cyan]{escape(str(target))}[/]")
@@ -92,8 +104,9 @@ def export(
 
 def _predictor(target: Path, net: str | None, device: str) -> Predictor:
     """A bundle, or one net of a run directory, on ``device``."""
-    from pctkit.artifacts.export import ExportError, is_bundle, load_bundle, load_run_net
+    from pctkit.artifacts.export import ExportError, is_bundle
     from pctkit.engine.build import resolve_device
+    from pctkit.engine.inference import load_bundle, load_run_net
 
     try:
         resolved = resolve_device(device)
