@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
+
+from pctkit.engine.distributed import all_reduce_sum
 
 IGNORE_INDEX = 255
 
@@ -55,8 +56,7 @@ class DynamicEvaluation:
                 counts after the iteration equal those of one big batch.
         """
         batch_counts = self.counts(pred, gt)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(batch_counts, op=dist.ReduceOp.SUM)
+        all_reduce_sum(batch_counts)
         if self.target_counts.device != batch_counts.device:
             # The state follows the batches (GPU in training); checkpoints get CPU copies.
             for key in ("target_counts", "predicted_counts", "true_positive_counts"):

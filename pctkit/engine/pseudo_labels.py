@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pctkit.components.contracts import RawSample, SampleSource
-from pctkit.engine.data import labels_vector, to_tensors
+from pctkit.engine.data import images_to_float, labels_vector, to_tensors
 from pctkit.engine.distributed import all_reduce_sum, barrier, current_world
 from pctkit.engine.evaluation import autocast_context
 from pctkit.engine.model import multi_scale_logits
@@ -61,7 +61,7 @@ def generate_pseudo_labels(
     def flush() -> None:
         if not pending:
             return
-        images = torch.stack([to_tensors(sample, None)[0] for sample in pending]).to(device).float() / 255
+        images = images_to_float(torch.stack([to_tensors(sample, None)[0] for sample in pending]), device)
         labels = torch.stack(
             [labels_vector(sample.image_labels, num_classes, sample.name) for sample in pending]
         ).to(device)
