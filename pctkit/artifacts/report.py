@@ -229,11 +229,22 @@ def write_plots(run_dir: Path, out_dir: Path) -> list[Path]:
     if with_scores:
         figure = _figure(2)
         scores_axes, weight_axes = figure.subplots(1, 2)
-        iterations = [int(r["iteration"]) for r in sorted(with_scores, key=lambda r: r["iteration"])]
         ordered = sorted(with_scores, key=lambda r: r["iteration"])
-        for index in range(len(ordered[0]["J"])):
+        iterations = [int(r["iteration"]) for r in ordered]
+        count = len(ordered[0]["J"])
+        # One colour per class: the default cycle repeats after ten (digits + background).
+        from matplotlib import colormaps
+
+        colours = (
+            [colormaps["tab20"](i) for i in range(count)]
+            if count <= 20
+            else [colormaps["turbo"](i / (count - 1)) for i in range(count)]
+        )
+        for index in range(count):
             name = class_names[index] if index < len(class_names) else str(index)
-            scores_axes.plot(iterations, [r["J"][index] for r in ordered], label=name, linewidth=1.2)
+            scores_axes.plot(
+                iterations, [r["J"][index] for r in ordered], label=name, linewidth=1.2, color=colours[index]
+            )
         scores_axes.set(
             title="dynamic evaluation: J per class (pseudo net)", xlabel="iteration", ylabel="J", ylim=(0, 1)
         )
