@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from pctkit.constants import IGNORE_INDEX
 
 
 def class_aware_log_softmax(logits: Tensor, image_labels: Tensor) -> Tensor:

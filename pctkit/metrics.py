@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from pctkit.constants import IGNORE_INDEX
 
 
 class ConfusionMatrix:

@@ -35,7 +35,6 @@ import fnmatch
 import importlib.metadata
 import inspect
 import re
-import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-KINDS: tuple[str, ...] = ("backbones", "heads", "losses", "datasets", "optimizers", "schedulers")
+KINDS: tuple[str, ...] = (
+    "methods",
+    "backbones",
+    "heads",
+    "losses",
+    "datasets",
+    "augmentations",
+    "optimizers",
+    "schedulers",
+    "postprocess",
+)
 """Every kind of component, also the suffix of its entry-point group."""
 
 BUILTIN_DISTRIBUTION = "pctkit"
@@ -194,6 +203,27 @@ def _docstring_parts(obj: Any) -> tuple[str, dict[str, str]]:
     return description, arguments
 
 
+def _parameter_hints(target: Callable[..., Any], signature: inspect.Signature) -> dict[str, Any]:
+    """The evaluated annotations of a factory's recipe parameters only.
+
+    The return type and the engine-supplied positional-only arguments are not read, so
+    a factory module may name them under ``TYPE_CHECKING`` and import torch lazily:
+    listing components then imports no heavy library.
+    """
+    namespace = dict(getattr(inspect.unwrap(target), "__globals__", {}))
+    hints: dict[str, Any] = {}
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY or parameter.name == "self":
+            continue
+        annotation = parameter.annotation
+        if annotation is inspect.Parameter.empty:
+            continue
+        if isinstance(annotation, str):
+            annotation = eval(annotation, namespace)
+        hints[parameter.name] = annotation
+    return hints
+
+
 def parameters_model(kind: str, name: str, factory: Callable[..., Any]) -> type[BaseModel]:
     """A Pydantic model of a factory's recipe parameters.
 
@@ -204,8 +234,8 @@ def parameters_model(kind: str, name: str, factory: Callable[..., Any]) -> type[
     target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         signature = inspect.signature(target)
-        hints = typing.get_type_hints(target)
-    except (TypeError, ValueError, NameError) as error:
+        hints = _parameter_hints(target, signature)
+    except (TypeError, ValueError, NameError, SyntaxError) as error:
         raise BrokenComponentError(f"cannot read the signature of {name!r}: {error}") from error
     _, descriptions = _docstring_parts(factory)
     if inspect.isclass(factory) and not descriptions:

@@ -39,8 +39,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-IGNORE_INDEX = 255
-"""Mask value of pixels that carry no label."""
+from pctkit.constants import IGNORE_INDEX as IGNORE_INDEX
 
 
 @dataclass
@@ -105,3 +104,24 @@ class SegmentationData:
 
 class DataError(Exception):
     """Bad or unreadable data. The message names the file and says what is wrong."""
+
+
+class ParameterError(ValueError):
+    """A component parameter that cannot work, named so that ``pctkit validate`` can
+    point at its recipe key (``model.backbone.out_indices``) and TOML line.
+
+    Components raise it from their factories (or from a check they run at build time)
+    instead of a bare ``ValueError``; the message says what is wrong, ``hint`` what
+    would be right (allowed values, close names, the install command).
+
+    Args:
+        parameter: the factory's keyword argument, as written in the recipe.
+        message: what is wrong with its value.
+        hint: what would work, or ``None``.
+    """
+
+    def __init__(self, parameter: str, message: str, hint: str | None = None) -> None:
+        super().__init__(f"{parameter}: {message}" + (f" ({hint})" if hint else ""))
+        self.parameter = parameter
+        self.message = message
+        self.hint = hint

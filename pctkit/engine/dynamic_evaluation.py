@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pctkit.constants import IGNORE_INDEX
 from pctkit.engine.distributed import all_reduce_sum
-
-IGNORE_INDEX = 255
 
 
 class DynamicEvaluation:
