@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
-def _fsync_directory(directory: Path) -> None:
+class ArtifactError(ValueError):
+    """A file of a run directory or a bundle is missing, damaged or not what it should
+    be. The message names the file and the problem; the CLI prints it without a
+    traceback."""
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the OS allows."""
     try:
         descriptor = os.open(directory, os.O_RDONLY)
     except OSError:  # some filesystems do not allow opening folders
@@ -47,7 +53,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -65,6 +71,8 @@ def save_tensors(
 ) -> None:
     """Save tensors as safetensors atomically (contiguous CPU copies; shared storage
     is duplicated, which safetensors requires)."""
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     plain = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
@@ -75,11 +83,13 @@ def save_tensors(
     with open(temporary, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def load_tensors(path: Path, device: str = "cpu") -> dict[str, Tensor]:
     """Load a safetensors file."""
+    from safetensors.torch import load_file
+
     return load_file(str(path), device=device)
 
 
@@ -96,6 +106,8 @@ def flatten_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, Tensor]]
 
     Dict keys keep their type (optimizer states are keyed by int).
     """
+    from torch import Tensor
+
     tensors: dict[str, Tensor] = {}
 
     def walk(value: Any, path: str) -> Any:
@@ -128,62 +140,6 @@ def unflatten_state(tree: Any, tensors: Mapping[str, Tensor]) -> Any:
     if isinstance(tree, list):
         return [unflatten_state(item, tensors) for item in tree]
     return tree
-
-
-def save_state(directory: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-    """Save a nested training state as ``state.safetensors`` + ``state.json`` in a new
-    folder, atomically: it is written beside (``.<name>.partial``), then renamed into
-    place. A folder of the same name is moved aside first and deleted only once the new
-    one is in place, so a crash at any point leaves a complete copy on disk."""
-    tree, tensors = flatten_state(dict(state), "state")
-    _recover(directory)
-    staging = directory.with_name(f".{directory.name}.partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    save_tensors(staging / "state.safetensors", tensors)
-    atomic_write_json(staging / "state.json", {"metadata": dict(metadata), "tree": tree})
-    _fsync_directory(staging)
-    previous = _previous(directory)
-    if directory.exists():
-        if previous.exists():
-            shutil.rmtree(previous)
-        os.replace(directory, previous)
-    os.replace(staging, directory)
-    _fsync_directory(directory.parent)
-    if previous.exists():
-        shutil.rmtree(previous)
-
-
-def _previous(directory: Path) -> Path:
-    """Where :func:`save_state` moves a folder it replaces until the new one is in place."""
-    return directory.with_name(f".{directory.name}.previous")
-
-
-def _recover(directory: Path) -> None:
-    """Undo a replacement a crash interrupted: the moved-aside copy comes back."""
-    previous = _previous(directory)
-    if previous.is_dir() and not directory.exists():
-        os.replace(previous, directory)
-
-
-def read_state_metadata(directory: Path) -> dict[str, Any] | None:
-    """The metadata of a state saved by :func:`save_state`, or ``None`` if there is none."""
-    _recover(directory)
-    path = directory / "state.json"
-    if not path.is_file():
-        return None
-    metadata: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))["metadata"]
-    return metadata
-
-
-def load_state(directory: Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load what :func:`save_state` wrote: ``(state, metadata)``."""
-    _recover(directory)
-    document = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-    tensors = load_tensors(directory / "state.safetensors", device)
-    state = unflatten_state(document["tree"], tensors)
-    return state, document["metadata"]
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:

@@ -1,15 +1,27 @@
-"""Network weights as safetensors with the metadata needed to use them alone."""
+"""Network weights as safetensors, with the metadata needed to use them alone.
+
+Every reader names the file and the problem when it cannot use it
+(:class:`WeightsFileError`): a missing file, a truncated or foreign one, tensors that do
+not fit the network.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from pctkit import __version__
-from pctkit.artifacts.io import load_tensors, save_tensors
+from pctkit.artifacts.io import ArtifactError, save_tensors
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+NET_FORMAT = "pctkit.net.v1"
+
+
+class WeightsFileError(ArtifactError):
+    """A weights file that cannot be used: missing, damaged, or for another network."""
 
 
 def save_net(
@@ -27,13 +39,12 @@ def save_net(
     ``extra`` entries (palette, input size, ...) are stored JSON-encoded beside them.
     ``net`` is the plain network: the caller unwraps DDP and ``torch.compile``.
     """
-    inner = net
-    mean_buffer: Any = getattr(inner, "mean", None)
-    std_buffer: Any = getattr(inner, "std", None)
+    mean_buffer: Any = getattr(net, "mean", None)
+    std_buffer: Any = getattr(net, "std", None)
     mean = [float(v) for v in mean_buffer.flatten()] if mean_buffer is not None else []
     std = [float(v) for v in std_buffer.flatten()] if std_buffer is not None else []
     metadata = {
-        "format": "pctkit.net.v1",
+        "format": NET_FORMAT,
         "pctkit_version": __version__,
         "role": role,
         "class_names": json.dumps(class_names),
@@ -43,15 +54,34 @@ def save_net(
     }
     for key, value in (extra or {}).items():
         metadata[key] = json.dumps(value)
-    save_tensors(path, inner.state_dict(), metadata)
+    save_tensors(path, net.state_dict(), metadata)
+
+
+def _problem(path: Path, error: BaseException) -> WeightsFileError:
+    """The error of a safetensors file that cannot be read, in words."""
+    if not path.exists():
+        return WeightsFileError(f"{path}: the file is missing")
+    text = str(error)
+    if "header" in text.lower() or "incomplete" in text.lower() or "deserial" in text.lower():
+        reason = f"not a complete safetensors file (truncated or damaged: {text})"
+    else:
+        reason = f"cannot be read ({type(error).__name__}: {text})"
+    return WeightsFileError(f"{path}: {reason}")
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
-    """The decoded metadata header of a file written by :func:`save_net`."""
+    """The decoded metadata header of a file written by :func:`save_net`.
+
+    Raises:
+        WeightsFileError: the file is missing, truncated or not safetensors.
+    """
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        raw = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except Exception as error:  # safetensors raises several kinds for broken files
+        raise _problem(path, error) from None
     decoded: dict[str, Any] = {}
     for key, value in raw.items():
         try:
@@ -61,9 +91,48 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return decoded
 
 
+def read_tensors(path: Path) -> dict[str, Tensor]:
+    """Every tensor of a safetensors file, on the CPU.
+
+    Raises:
+        WeightsFileError: the file is missing, truncated or not safetensors.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:
+        raise _problem(path, error) from None
+
+
 def load_weights(net: nn.Module, path: Path) -> None:
-    """Load weights saved by :func:`save_net` into the plain network ``net`` (strict)."""
-    net.load_state_dict(load_tensors(path))
+    """Load weights saved by :func:`save_net` into the plain network ``net``.
+
+    Raises:
+        WeightsFileError: the file cannot be read, or its tensors do not fit ``net``
+            (the first few missing, unexpected or differently shaped ones are named).
+    """
+    tensors = read_tensors(path)
+    expected = net.state_dict()
+    missing = [key for key in expected if key not in tensors]
+    unexpected = [key for key in tensors if key not in expected]
+    shapes = [
+        f"{key} {tuple(tensors[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in tensors and tensors[key].shape != value.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:3])})")
+    if problems:
+        raise WeightsFileError(
+            f"{path}: its tensors do not fit the network its [model] section builds: " + ", ".join(problems)
+        )
+    net.load_state_dict(tensors)
 
 
 def without_initial_weights(model_section: dict[str, Any]) -> dict[str, Any]:

@@ -103,7 +103,17 @@ class SegmentationData:
 
 
 class DataError(Exception):
-    """Bad or unreadable data. The message names the file and says what is wrong."""
+    """Bad or unreadable data. The message names the file and says what is wrong.
+
+    Args:
+        message: what is wrong, with the file.
+        parameter: the dataset parameter that leads to the file (``root``,
+            ``train_list``), when one does: ``pctkit validate`` then points at its key.
+    """
+
+    def __init__(self, message: str, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class ParameterError(ValueError):

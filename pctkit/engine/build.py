@@ -28,15 +28,20 @@ def build_data(recipe: Recipe) -> SegmentationData:
     return data
 
 
-def build_net(model: Model, num_classes: int) -> SegmentationNet:
-    """A segmentation network from a ``[model]`` section."""
-    backbone = build_component("backbones", model.backbone)
+def build_backbone(model: Model) -> nn.Module:
+    """The backbone of a ``[model]`` section, checked against the backbone contract."""
+    backbone: nn.Module = build_component("backbones", model.backbone)
     for attribute in ("out_channels", "out_strides"):
         if not hasattr(backbone, attribute):
             raise TypeError(
                 f"backbone {model.backbone.type!r} has no {attribute!r} attribute (see the "
                 "backbone contract in pctkit.components.contracts)"
             )
+    return backbone
+
+
+def build_head(model: Model, backbone: nn.Module, num_classes: int) -> SegmentationNet:
+    """The network of a ``[model]`` section around an already built backbone."""
     head = build_component(
         "heads", model.head, list(backbone.out_channels), list(backbone.out_strides), num_classes
     )
@@ -53,6 +58,11 @@ def build_net(model: Model, num_classes: int) -> SegmentationNet:
             raise TypeError(f"backbone {model.backbone.type!r} does not support activation checkpointing")
         enable(True)
     return net
+
+
+def build_net(model: Model, num_classes: int) -> SegmentationNet:
+    """A segmentation network from a ``[model]`` section."""
+    return build_head(model, build_backbone(model), num_classes)
 
 
 def build_optimizer(spec: ComponentSpec, net: nn.Module, classifier_lr_multiplier: float) -> Optimizer:

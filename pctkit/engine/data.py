@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import InterpolationMode
 
 from pctkit.components.contracts import IGNORE_INDEX, DataError, RawSample, SampleSource
+from pctkit.methods.base import Batch
 from pctkit.palette import load_mask_png
 
 
@@ -137,7 +138,14 @@ class TrainingImages(Dataset[dict[str, Any]]):
         return len(self.source)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        index, seed = key
+        try:
+            return self._item(*key)
+        except DataError as error:
+            # Errors travel as data: a worker's exception reaches the main process only as
+            # traceback text, and the user needs the message that names the file.
+            return {"error": str(error)}
+
+    def _item(self, index: int, seed: int) -> dict[str, Any]:
         sample = self.source[index]
         mask = sample.mask
         has_mask = mask is not None
@@ -169,6 +177,12 @@ class EvaluationImages(Dataset[dict[str, Any]]):
         return len(self.source)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return self._item(index)
+        except DataError as error:
+            return {"error": str(error)}
+
+    def _item(self, index: int) -> dict[str, Any]:
         sample = self.source[index]
         mask = sample.reference_mask if self.use_reference else sample.mask
         image, target = to_tensors(sample, mask)
@@ -184,7 +198,11 @@ class EvaluationImages(Dataset[dict[str, Any]]):
 
 def pad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples, padding images (0) and masks (255) at the bottom/right to a
-    common size; ``sizes`` keeps each image's own size."""
+    common size; ``sizes`` keeps each image's own size. A sample that could not be read
+    makes the batch ``{"error": message}`` (see :func:`raise_data_error`)."""
+    for item in items:
+        if "error" in item:
+            return {"error": item["error"]}
     height = max(int(item["image"].shape[1]) for item in items)
     width = max(int(item["image"].shape[2]) for item in items)
     images = torch.zeros(len(items), 3, height, width, dtype=items[0]["image"].dtype)
@@ -266,30 +284,10 @@ class IterationBatches(Sampler[list[tuple[int, int]]]):
         return max(0, self.end - self.start)
 
 
-class _DataErrorLoader(DataLoader[Any]):
-    """A DataLoader that re-raises a worker's :class:`DataError` with its own message.
-
-    torch re-raises a worker's exception in the main process with the worker's whole
-    traceback as the message; a user needs only the line that names the file.
-    """
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        batches = super().__iter__()
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except DataError as error:
-                raise DataError(_worker_message(str(error))) from None
-            yield batch
-
-
-def _worker_message(text: str) -> str:
-    """The original message inside torch's "Caught DataError in DataLoader worker" text."""
-    marker = f"{DataError.__module__}.{DataError.__qualname__}: "
-    _, found, message = text.rpartition(marker)
-    return message.strip() if found else text
+def raise_data_error(batch: dict[str, Any]) -> None:
+    """Raise the :class:`DataError` a batch carries instead of its samples, if any."""
+    if "error" in batch:
+        raise DataError(batch["error"])
 
 
 def make_loader(
@@ -298,9 +296,14 @@ def make_loader(
     num_workers: int,
     pin_memory: bool,
     persistent_workers: bool,
+    seed: int = 0,
 ) -> DataLoader[Any]:
-    """A DataLoader over a batch sampler, with the recipe's worker settings."""
-    return _DataErrorLoader(
+    """A DataLoader over a batch sampler, with the recipe's worker settings.
+
+    It has a generator of its own: starting it draws no number from torch's global
+    generator, which the networks' dropout uses, so a resumed stage draws the same.
+    """
+    return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         collate_fn=pad_collate,
@@ -308,7 +311,49 @@ def make_loader(
         pin_memory=pin_memory,
         persistent_workers=persistent_workers and num_workers > 0,
         prefetch_factor=4 if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
     )
+
+
+def micro_batches(
+    streams: list[tuple[Dataset[Any], IterationBatches]],
+    accumulate: int,
+    device: torch.device,
+    *,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    channels_last: bool = False,
+) -> Iterator[list[Batch]]:
+    """Per iteration: the streams' slices concatenated (the first stream, strong,
+    first), split into ``accumulate`` micro-batches, on the device.
+
+    Raises:
+        DataError: a sample cannot be read; the message names the file.
+    """
+    loaders = [
+        make_loader(dataset, sampler, num_workers, pin_memory, persistent_workers, seed=sampler.seed)
+        for dataset, sampler in streams
+    ]
+    for parts in zip(*loaders, strict=True):
+        for part in parts:
+            raise_data_error(part)
+        micro: list[Batch] = []
+        for index in range(accumulate):
+            pieces = [
+                {key: part[key].chunk(accumulate)[index] for key in ("image", "mask", "image_labels", "has_mask")}
+                for part in parts
+            ]
+            micro.append(
+                Batch(
+                    images=images_to_float(torch.cat([p["image"] for p in pieces]), device, channels_last),
+                    masks=torch.cat([p["mask"] for p in pieces]).to(device, non_blocking=True),
+                    image_labels=torch.cat([p["image_labels"] for p in pieces]).to(device, non_blocking=True),
+                    has_mask=torch.cat([p["has_mask"] for p in pieces]).to(device, non_blocking=True),
+                    num_strong=int(pieces[0]["image"].shape[0]),
+                )
+            )
+        yield micro
 
 
 def images_to_float(images: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:

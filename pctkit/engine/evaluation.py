@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from pctkit.components.contracts import SampleSource
-from pctkit.engine.data import EvaluationImages, images_to_float, pad_collate
+from pctkit.engine.data import EvaluationImages, images_to_float, pad_collate, raise_data_error
 from pctkit.engine.distributed import all_reduce_sum, current_world
 from pctkit.engine.model import multi_scale_logits
 from pctkit.losses import class_aware_prediction
@@ -124,7 +124,10 @@ def evaluate(
     num_classes = len(class_names)
     dataset = EvaluationImages(source, num_classes, use_reference=use_reference)
     shard = Subset(dataset, list(range(world.rank, len(dataset), world.world_size)))
-    loader = DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=pad_collate)
+    # A generator of its own: evaluating draws nothing from torch's global generator.
+    loader = DataLoader(
+        shard, batch_size=batch_size, shuffle=False, collate_fn=pad_collate, generator=torch.Generator()
+    )
     plain = ConfusionMatrix(num_classes)
     with_labels = ConfusionMatrix(num_classes)
     examples: list[dict[str, Any]] = []
@@ -132,6 +135,7 @@ def evaluate(
     net.eval()
     predictor = net if sliding_window is None else SlidingWindow(net, *sliding_window)
     for batch in loader:
+        raise_data_error(batch)
         images = images_to_float(batch["image"], device)
         with autocast_context(device, precision):
             logits = multi_scale_logits(predictor, images, scales, flip)

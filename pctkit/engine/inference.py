@@ -8,7 +8,6 @@ weights. :class:`Predictor` turns images into masks the way the run's evaluation
 from __future__ import annotations
 
 import difflib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,24 +19,13 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from pctkit.artifacts.export import (
-    RECIPE_FILE,
-    WEIGHTS_FILE,
-    ExportError,
-    choose_role,
-    is_bundle,
-    run_recipe,
-)
-from pctkit.artifacts.models import load_weights, read_metadata, without_initial_weights
+from pctkit.artifacts.bundle import Bundle, ExportError, choose_role
+from pctkit.artifacts.models import WeightsFileError, load_weights, read_metadata, without_initial_weights
+from pctkit.artifacts.run_dir import RunDirectory
 from pctkit.engine.build import build_net
 from pctkit.engine.evaluation import SlidingWindow, class_aware_or_plain
 from pctkit.engine.model import multi_scale_logits
 from pctkit.recipe.schema import Model
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 def rebuild_net(model_section: dict[str, Any], num_classes: int, weights: Path) -> nn.Module:
@@ -49,7 +37,7 @@ def rebuild_net(model_section: dict[str, Any], num_classes: int, weights: Path) 
     try:
         model = Model.model_validate(without_initial_weights(model_section))
     except ValidationError as error:
-        raise ValueError(f"the saved [model] section cannot build a net: {error}") from None
+        raise WeightsFileError(f"{weights}: its [model] section cannot build a net: {error}") from None
     net = build_net(model, num_classes)
     load_weights(net, weights)
     return net.eval()
@@ -60,7 +48,7 @@ def net_from_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     eval mode) with the file's metadata."""
     metadata = read_metadata(path)
     if "model" not in metadata or "class_names" not in metadata:
-        raise ValueError(f"{path} was not written by pctkit (no model section or class names in its header)")
+        raise WeightsFileError(f"{path} was not written by pctkit (no model section or class names in its header)")
     net = rebuild_net(metadata["model"], len(metadata["class_names"]), path)
     return net, metadata
 
@@ -148,16 +136,13 @@ class Predictor:
 
 def load_bundle(bundle_dir: Path, device: torch.device | str = "cpu") -> Predictor:
     """A :class:`Predictor` from a bundle folder alone."""
-    bundle_dir = Path(bundle_dir)
-    if not is_bundle(bundle_dir):
-        raise ExportError(f"{bundle_dir} is not a pctkit bundle (needs {WEIGHTS_FILE} and {RECIPE_FILE})")
-    weights = bundle_dir / WEIGHTS_FILE
-    metadata = read_metadata(weights)
-    recipe = tomllib.loads((bundle_dir / RECIPE_FILE).read_text(encoding="utf-8"))
-    if "model" not in recipe:
-        raise ExportError(f"{bundle_dir / RECIPE_FILE} has no [model] section")
+    bundle = Bundle(bundle_dir)
+    if not bundle.is_bundle():
+        raise ExportError(f"{bundle_dir} is not a pctkit bundle (needs {Bundle.WEIGHTS} and {Bundle.RECIPE})")
+    metadata = _checked_metadata(bundle.weights)
+    recipe = bundle.read_recipe()
     class_names = list(metadata["class_names"])
-    net = rebuild_net(recipe["model"], len(class_names), weights).to(device)
+    net = rebuild_net(recipe["model"], len(class_names), bundle.weights).to(device)
     return Predictor(net, class_names, recipe.get("evaluation", {}), _palette(metadata), metadata)
 
 
@@ -165,13 +150,21 @@ def load_run_net(run_dir: Path, role: str | None = None, device: torch.device | 
     """A :class:`Predictor` for one net of a run directory (default: see :func:`choose_role`),
     with the run's evaluation settings."""
     role = choose_role(run_dir, role)
-    weights = run_dir / f"{role}_net.safetensors"
-    metadata = read_metadata(weights)
+    run = RunDirectory(run_dir)
+    weights = run.net_weights(role)
+    metadata = _checked_metadata(weights)
     class_names = list(metadata["class_names"])
     net = rebuild_net(metadata["model"], len(class_names), weights).to(device)
-    return Predictor(
-        net, class_names, run_recipe(run_dir).get("evaluation", {}), _palette(metadata), metadata
-    )
+    return Predictor(net, class_names, run.read_recipe().get("evaluation", {}), _palette(metadata), metadata)
+
+
+def _checked_metadata(weights: Path) -> dict[str, Any]:
+    """A weights file's metadata, with the keys a net is rebuilt from."""
+    metadata = read_metadata(weights)
+    missing = [key for key in ("class_names", "model") if key not in metadata]
+    if missing:
+        raise WeightsFileError(f"{weights} has no {' and no '.join(missing)} in its header: not written by pctkit")
+    return metadata
 
 
 def load_model(bundle_dir: str | Path, device: torch.device | str = "cpu") -> nn.Module:

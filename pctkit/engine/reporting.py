@@ -1,11 +1,22 @@
-"""Progress bars and messages for long work (rank 0 only; silent elsewhere)."""
+"""What a run tells the person watching it: messages, warnings and progress.
+
+On a terminal each stage gets a Rich progress bar. Anywhere else (a batch job's log
+file, a pipe) or with ``log_format="plain"`` every report is one complete, timestamped
+line that is never cut or wrapped: the stage, ``iteration/total``, the logged terms,
+the learning rate, iterations per second and the time left. Only rank 0 reports.
+"""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Literal
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,26 +25,94 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+LogFormat = Literal["auto", "rich", "plain"]
+Advance = Callable[[int], None]
+Describe = Callable[[str], None]
+
+PLAIN_PROGRESS_SECONDS = 60.0
+"""Without log records (pseudo labels, evaluation), a plain progress line at most this often."""
+
+
+def format_duration(seconds: float) -> str:
+    """``73`` -> ``"1:13"``, ``4000`` -> ``"1:06:40"``."""
+    if not math.isfinite(seconds):
+        return "?"
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def record_summary(record: dict[str, Any]) -> str:
+    """One training record as ``key=value`` pairs: every term (the total first), the
+    lowest J where the method logs J, and each net's learning rate."""
+    terms = dict(record.get("terms", {}))
+    parts = [f"loss={terms.pop('loss'):.4g}"] if "loss" in terms else []
+    parts += [f"{name}={value:.4g}" for name, value in terms.items()]
+    scores = record.get("method", {}).get("J")
+    if scores:
+        parts.append(f"min_J={min(scores):.3f}")
+    rates = record.get("lr", {})
+    if len(set(rates.values())) == 1:
+        parts.append(f"lr={next(iter(rates.values())):.3g}")
+    else:
+        parts += [f"lr_{role}={rate:.3g}" for role, rate in rates.items()]
+    return " ".join(parts)
 
 
 class Reporter:
-    """Prints messages and shows one Rich progress bar per stage."""
+    """Prints messages and shows the progress of each stage (rank 0 only).
 
-    def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
+    Args:
+        console: where to write (default: standard error).
+        enabled: ``False`` silences everything (other ranks, ``--quiet``).
+        log_format: ``"rich"`` (bars), ``"plain"`` (timestamped lines) or ``"auto"``:
+            rich on a terminal, plain otherwise.
+    """
+
+    def __init__(self, console: Console | None = None, enabled: bool = True, log_format: LogFormat = "auto") -> None:
         self.console = console or Console(stderr=True)
         self.enabled = enabled
+        self.plain = log_format == "plain" or (log_format == "auto" and not self.console.is_terminal)
+
+    def _line(self, text: str) -> None:
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        # A Text object, soft-wrapped: written whole, whatever the console's width.
+        self.console.print(Text(f"{stamp} {text}"), soft_wrap=True, highlight=False)
 
     def message(self, text: str) -> None:
         """A line of text (Rich markup allowed)."""
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.plain:
+            self._line(Text.from_markup(text).plain)
+        else:
             self.console.print(text)
 
+    def warning(self, text: str) -> None:
+        """A warning, shown once, in the same stream as the messages."""
+        self.message(f"[yellow]warning[/]: {escape(text)}")
+
+    def describe_record(self, describe: Describe) -> Callable[[dict[str, Any]], None]:
+        """A callback that shows a training record through a task's ``describe``."""
+        return lambda record: describe(record_summary(record))
+
     @contextmanager
-    def task(self, title: str, total: int) -> Iterator[tuple[Callable[[int], None], Callable[[str], None]]]:
-        """A progress bar; yields ``(advance, describe)`` callables."""
+    def task(self, title: str, total: int) -> Iterator[tuple[Advance, Describe]]:
+        """Progress of one stage; yields ``(advance, describe)`` callables."""
         if not self.enabled:
             yield (lambda advance: None), (lambda text: None)
-            return
+        elif self.plain:
+            with self._plain_task(title, total) as callbacks:
+                yield callbacks
+        else:
+            with self._rich_task(title, total) as callbacks:
+                yield callbacks
+
+    @contextmanager
+    def _rich_task(self, title: str, total: int) -> Iterator[tuple[Advance, Describe]]:
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -53,3 +132,39 @@ class Reporter:
                 progress.update(task_id, status=text)
 
             yield advance, describe
+
+    @contextmanager
+    def _plain_task(self, title: str, total: int) -> Iterator[tuple[Advance, Describe]]:
+        started = time.monotonic()
+        # Speed is measured from the first advance (a resumed stage starts past 0) over
+        # the window since the previous line, so the ETA follows the current pace.
+        state: dict[str, float] = {"done": 0, "mark_done": -1, "mark_time": started, "shown": started}
+
+        def status() -> str:
+            now = time.monotonic()
+            done = int(state["done"])
+            window = now - state["mark_time"]
+            rate = (done - state["mark_done"]) / window if window > 0 and state["mark_done"] >= 0 else 0.0
+            eta = (total - done) / rate if rate > 0 else float("inf")
+            if rate > 0:
+                state["mark_done"], state["mark_time"] = done, now
+            return (
+                f"{title} {done}/{total} {rate:.2f} it/s elapsed {format_duration(now - started)} "
+                f"eta {format_duration(eta)}"
+            )
+
+        def advance(count: int) -> None:
+            if state["mark_done"] < 0:
+                state["mark_done"], state["mark_time"] = state["done"] + count, time.monotonic()
+            state["done"] += count
+            if time.monotonic() - state["shown"] >= PLAIN_PROGRESS_SECONDS and state["done"] < total:
+                state["shown"] = time.monotonic()
+                self._line(status())
+
+        def describe(text: str) -> None:
+            state["shown"] = time.monotonic()
+            self._line(f"{status()} {text}")
+
+        self._line(f"{title} started ({total} to do)")
+        yield advance, describe
+        self._line(f"{title} finished {int(state['done'])}/{total} in {format_duration(time.monotonic() - started)}")

@@ -7,167 +7,18 @@ the TOML line where it can be found, what is wrong, and what would be right.
 from __future__ import annotations
 
 import difflib
-import re
-import sys
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from pctkit import registry
-from pctkit.recipe.schema import COMPONENT_SECTIONS, Recipe, recipe_model, with_retrain_defaults
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-
-@dataclass
-class RecipeIssue:
-    """One mistake in a recipe."""
-
-    path: str
-    message: str
-    line: int | None = None
-    column: int | None = None
-    hint: str | None = None
-    source: str = "recipe"
-    """``"recipe"`` (the file), ``"--set"`` (an override) or ``"check"`` (a build check)."""
-
-    def location(self, file: str | None = None) -> str:
-        """``file:line`` or ``--set`` or empty, for messages."""
-        if self.source == "--set":
-            return "--set"
-        if file and self.line is not None:
-            return f"{file}:{self.line}" + (f":{self.column}" if self.column else "")
-        return file or ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly form (``pctkit validate --json``)."""
-        return {
-            "path": self.path,
-            "message": self.message,
-            "line": self.line,
-            "column": self.column,
-            "hint": self.hint,
-            "source": self.source,
-        }
-
-
-@dataclass
-class RecipeError(Exception):
-    """A recipe that cannot be used; holds every issue found, not just the first."""
-
-    issues: list[RecipeIssue]
-    file: str | None = None
-    checked: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = [f"{len(self.issues)} problem(s) in recipe {self.file or '<text>'}:"]
-        for issue in self.issues:
-            where = issue.location(self.file)
-            text = f"  {issue.path or '<recipe>'}: {issue.message}"
-            if where:
-                text += f"  [{where}]"
-            if issue.hint:
-                text += f"\n      hint: {issue.hint}"
-            lines.append(text)
-        return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- TOML lines
-
-_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-_ARRAY_HEADER = re.compile(r"^\s*\[\[")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\.\"' ]+?)\s*=")
-
-
-def _split_key(key: str) -> tuple[str, ...]:
-    return tuple(part.strip().strip("\"'") for part in key.split("."))
-
-
-def key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each table header and key of a TOML text to its 1-based line.
-
-    A light scan, good for the plain recipes pctkit reads (tables, dotted keys, simple
-    values); multi-line strings and arrays only lose their inner lines.
-    """
-    locations: dict[tuple[str, ...], int] = {}
-    table: tuple[str, ...] = ()
-    depth = 0  # bracket depth of a multi-line array or inline table value
-    for number, line in enumerate(text.splitlines(), start=1):
-        if depth > 0:
-            depth += line.count("[") + line.count("{") - line.count("]") - line.count("}")
-            continue
-        if _ARRAY_HEADER.match(line):
-            continue
-        header = _HEADER.match(line)
-        if header:
-            table = _split_key(header.group(1))
-            locations.setdefault(table, number)
-            continue
-        key = _KEY.match(line)
-        if key:
-            path = table + _split_key(key.group(1))
-            locations.setdefault(path, number)
-            value = line[key.end() :].split("#", 1)[0]
-            depth = value.count("[") + value.count("{") - value.count("]") - value.count("}")
-    return locations
-
-
-def line_of(locations: dict[tuple[str, ...], int], path: tuple[str, ...]) -> int | None:
-    """The line of ``path`` or of its nearest stated ancestor."""
-    for end in range(len(path), 0, -1):
-        if path[:end] in locations:
-            return locations[path[:end]]
-    return None
-
-
-# --------------------------------------------------------------------------- overrides
-
-
-def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
-    """``"a.b=3"`` -> ``(("a", "b"), 3)``; the value is read as TOML, else as a string."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
-    path = tuple(part.strip() for part in key.strip().split("."))
-    if not all(path):
-        raise ValueError(f"override {text!r} has an empty key part")
-    try:
-        value = tomllib.loads(f"value = {raw.strip()}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()  # bare words and paths: data.root=/data/voc
-    return path, value
-
-
-def apply_override(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    """Set ``data[path] = value``, creating tables on the way.
-
-    Setting a component section's ``type`` to another component empties the section
-    first, so ``--set model.backbone.type=other`` does not keep the old component's
-    parameters.
-    """
-    node = data
-    for index, part in enumerate(path[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ValueError(
-                f"cannot set {'.'.join(path)}: {'.'.join(path[: index + 1])} is a value, not a table"
-            )
-        node = child
-    if path[-1] == "type" and node.get("type") not in (None, value):
-        # A new component: the old one's parameters would not fit it.
-        node.clear()
-    node[path[-1]] = value
-
-
-# --------------------------------------------------------------------------- errors
+from pctkit.recipe.issues import RecipeError, RecipeIssue
+from pctkit.recipe.migrate import migrate
+from pctkit.recipe.schema import RETRAIN_INHERITS, Recipe, with_retrain_defaults
+from pctkit.recipe.slots import component_slots, recipe_model, slot_at
+from pctkit.recipe.text import line_of, parse_recipe_text
 
 
 def _fields_at(model: type[BaseModel], raw: Any, loc: tuple[str, ...]) -> list[str] | None:
@@ -217,7 +68,7 @@ def _clean_loc(loc: tuple[int | str, ...], raw: Any) -> tuple[str, ...]:
 
 
 def _component_kind(path: tuple[str, ...]) -> str | None:
-    return COMPONENT_SECTIONS.get(path)
+    return slot_at(path)
 
 
 def _article(noun: str) -> str:
@@ -296,48 +147,6 @@ def issues_from_validation(
 # --------------------------------------------------------------------------- loading
 
 
-def parse_recipe_text(
-    text: str, overrides: list[str] | None = None, file: str | None = None
-) -> tuple[dict[str, Any], dict[tuple[str, ...], int], set[tuple[str, ...]]]:
-    """TOML text -> (raw data with overrides applied, key lines, overridden paths)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        line = getattr(error, "lineno", None)
-        column = getattr(error, "colno", None)
-        message = getattr(error, "msg", str(error))
-        if line is None:
-            match = re.search(r"line (\d+), column (\d+)", str(error))
-            if match:
-                line, column = int(match.group(1)), int(match.group(2))
-        raise RecipeError(
-            [
-                RecipeIssue(
-                    path="",
-                    message=f"invalid TOML: {message}",
-                    line=line,
-                    column=column,
-                    hint="see https://toml.io for the syntax",
-                )
-            ],
-            file,
-        ) from None
-    overridden: set[tuple[str, ...]] = set()
-    issues: list[RecipeIssue] = []
-    # `type` overrides first: choosing another component resets its section, and the
-    # other overrides then set the new component's parameters, whatever their order.
-    ordered = sorted(overrides or [], key=lambda text: not text.split("=", 1)[0].strip().endswith(".type"))
-    for override in ordered:
-        try:
-            path, value = parse_override(override)
-            apply_override(raw, path, value)
-            overridden.add(path)
-        except ValueError as error:
-            issues.append(RecipeIssue(path=override.split("=", 1)[0], message=str(error), source="--set"))
-    if issues:
-        raise RecipeError(issues, file)
-    return raw, key_lines(text), overridden
-
 
 def _exists(raw: Any, path: tuple[str, ...]) -> bool:
     node = raw
@@ -352,7 +161,7 @@ def _inherited(raw: dict[str, Any], issue: RecipeIssue, reported: set[tuple[str,
     """Whether an error lies in a retrain section copied from the top level: the same
     mistake is then reported once, where the user wrote it."""
     path = tuple(issue.path.split("."))
-    if len(path) < 2 or path[0] != "retrain" or path[1] not in ("model", "optimizer", "scheduler"):
+    if len(path) < 2 or path[0] != "retrain" or path[1] not in RETRAIN_INHERITS:
         return False
     if _exists(raw, path):
         return False  # the user wrote this value in [retrain]
@@ -361,37 +170,89 @@ def _inherited(raw: dict[str, Any], issue: RecipeIssue, reported: set[tuple[str,
     return not _exists(raw, path[:-1]) or (".".join(path[1:]), issue.message) in reported
 
 
+def _locate(
+    issues: list[RecipeIssue],
+    locations: dict[tuple[str, ...], int] | None,
+    overridden: set[tuple[str, ...]] | None,
+) -> None:
+    """Give each issue its TOML line, or mark it as coming from a ``--set`` override."""
+    for issue in issues:
+        path = tuple(issue.path.split(".")) if issue.path else ()
+        if overridden and any(path[: len(o)] == o for o in overridden):
+            issue.source = "--set"
+        elif locations is not None and issue.line is None:
+            issue.line = line_of(locations, path)
+
+
 def validate_recipe_data(
     raw: dict[str, Any],
     locations: dict[tuple[str, ...], int] | None = None,
     overridden: set[tuple[str, ...]] | None = None,
     file: str | None = None,
+    notes: list[RecipeIssue] | None = None,
 ) -> Recipe:
-    """Validate raw recipe data against the registry-aware schema, reporting all errors."""
+    """Validate raw recipe data against the registry-aware schema, reporting all errors.
+
+    Old spellings are rewritten first (:mod:`pctkit.recipe.migrate`); a note for each,
+    and for each deprecated component name, is appended to ``notes`` when given.
+    """
+    found_notes = migrate(raw)
     model = recipe_model()
     try:
-        return model.model_validate(raw)
+        recipe = model.model_validate(raw)
     except ValidationError as error:
         # Messages look values up in the data as validated, [retrain] defaults merged in.
         found = issues_from_validation(error, model, with_retrain_defaults(raw))
         reported = {(issue.path, issue.message) for issue in found}
         issues = [issue for issue in found if not _inherited(raw, issue, reported)]
-        for issue in issues:
-            path = tuple(issue.path.split(".")) if issue.path else ()
-            if overridden and any(path[: len(o)] == o for o in overridden):
-                issue.source = "--set"
-            elif locations is not None:
-                issue.line = line_of(locations, path)
+        _locate(issues, locations, overridden)
         raise RecipeError(issues, file) from None
+    found_notes += deprecated_names(recipe)
+    _locate(found_notes, locations, overridden)
+    if notes is not None:
+        notes.extend(found_notes)
+    return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def deprecated_names(recipe: Recipe) -> list[RecipeIssue]:
+    """A note for every component the recipe names by a deprecated alias."""
+    notes: list[RecipeIssue] = []
+    data = recipe.model_dump()
+    for slot, kind in component_slots().items():
+        for path, section in _sections_at(data, slot):
+            name = section.get("type") if isinstance(section, dict) else None
+            new_name = registry.aliases(kind).get(str(name)) if name is not None else None
+            if new_name is not None:
+                notes.append(
+                    RecipeIssue(
+                        path=f"{path}.type",
+                        message=f"deprecated: {registry.singular(kind)} {name!r} was renamed",
+                        hint=f'write type = "{new_name}"',
+                    )
+                )
+    return notes
+
+
+def _sections_at(data: Any, slot: tuple[str, ...], prefix: str = "") -> list[tuple[str, Any]]:
+    """The sections of ``data`` at a slot path (``*`` matches every key of a table)."""
+    if not slot:
+        return [(prefix.rstrip("."), data)]
+    if not isinstance(data, dict):
+        return []
+    keys = list(data) if slot[0] == "*" else [slot[0]] if slot[0] in data else []
+    return [found for key in keys for found in _sections_at(data[key], slot[1:], f"{prefix}{key}.")]
+
+
+def load_recipe(
+    path: str | Path, overrides: list[str] | None = None, notes: list[RecipeIssue] | None = None
+) -> Recipe:
     """Read, override and validate a recipe file.
 
     Args:
         path: the TOML file.
         overrides: ``section.key=value`` strings; values are TOML (``3``, ``true``,
             ``"text"``, ``[1, 2]``), anything that is not valid TOML is a string.
+        notes: a list to append notes to (old spellings, deprecated component names).
 
     Raises:
         RecipeError: with every issue found (paths, lines, hints).
@@ -414,4 +275,4 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except (OSError, UnicodeDecodeError) as error:
         raise RecipeError([RecipeIssue(path="", message=f"cannot read recipe: {error}")], display) from None
     raw, locations, overridden = parse_recipe_text(text, overrides, display)
-    return validate_recipe_data(raw, locations, overridden, display)
+    return validate_recipe_data(raw, locations, overridden, display, notes)

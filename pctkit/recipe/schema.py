@@ -1,22 +1,29 @@
 """The recipe schema: every section and key a recipe may hold, with its default.
 
-The static models below are what the engine reads. Component sections (``[data]``,
-``[model.backbone]``, ``[optimizer]``, ...) are typed here as :class:`ComponentSpec`
-(``type`` plus the component's own parameters); :func:`recipe_model` builds, from the
-registry, a subclass of :class:`Recipe` in which each such section is the union of the
-registered components' parameter models, so that validation and the JSON Schema know
-every component's parameters, plugins' included.
+The static models below are what the engine reads. A *component slot* (``[data]``,
+``[model.backbone]``, ``[method]``, ...) is declared once, with :func:`component`: its
+kind, description and default component. Everything else is derived from those
+declarations: the map of slot paths (:func:`component_slots`), the registry-aware model
+in which each slot is the union of the registered components' parameter models
+(:func:`recipe_model`), and from it the JSON Schema.
+
+Keys that a resumed run may change (where and how often it reports, not what it
+computes) are declared with :data:`MAY_CHANGE_ON_RESUME`.
 """
 
 from __future__ import annotations
 
 import copy
-from functools import reduce
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pctkit import registry
+SLOT_KEY = "x-pctkit-kind"
+"""The JSON Schema key of a component slot's field that names its component kind."""
+
+RESUME_KEY = "x-pctkit-resume"
+MAY_CHANGE_ON_RESUME: dict[str, Any] = {RESUME_KEY: "may change"}
+"""``json_schema_extra`` of keys that may differ between a run and its resumption."""
 
 
 class StrictModel(BaseModel):
@@ -40,21 +47,34 @@ class ComponentSpec(BaseModel):
         return data
 
 
-# Where component sections live: recipe path -> component kind.
-COMPONENT_SECTIONS: dict[tuple[str, ...], str] = {
-    ("data",): "datasets",
-    ("model", "backbone"): "backbones",
-    ("model", "head"): "heads",
-    ("loss", "segmentation"): "losses",
-    ("loss", "classification"): "losses",
-    ("optimizer",): "optimizers",
-    ("scheduler",): "schedulers",
-    ("retrain", "model", "backbone"): "backbones",
-    ("retrain", "model", "head"): "heads",
-    ("retrain", "loss"): "losses",
-    ("retrain", "optimizer"): "optimizers",
-    ("retrain", "scheduler"): "schedulers",
-}
+def component(kind: str, description: str, default: str | None = None, *, optional: bool = False) -> Any:
+    """Declare a component slot of ``kind``: a section whose ``type`` names a component.
+
+    Args:
+        kind: the registry kind (``"backbones"``, ``"methods"``, ...).
+        description: what the slot is for.
+        default: the component used when the recipe omits the section.
+        optional: the section may be absent (``None``): another one stands in for it.
+    """
+    extra = {SLOT_KEY: kind}
+    if default is not None:
+        return Field(
+            default_factory=lambda: ComponentSpec(type=default),
+            description=description,
+            json_schema_extra=extra,
+        )
+    if optional:
+        return Field(None, description=description, json_schema_extra=extra)
+    return Field(description=description, json_schema_extra=extra)
+
+
+def slot_kind(field: Any) -> str | None:
+    """The component kind of a model field declared with :func:`component`, else ``None``."""
+    extra = getattr(field, "json_schema_extra", None)
+    return extra.get(SLOT_KEY) if isinstance(extra, dict) else None
+
+
+# --------------------------------------------------------------------------- sections
 
 
 class Experiment(StrictModel):
@@ -62,7 +82,9 @@ class Experiment(StrictModel):
 
     name: str = Field(description="Name of the experiment; the run directory is named after it.")
     seed: int = Field(0, description="Seed of every random number generator.")
-    output_dir: str = Field("runs", description="Folder that holds run directories.")
+    output_dir: str = Field(
+        "runs", description="Folder that holds run directories.", json_schema_extra=MAY_CHANGE_ON_RESUME
+    )
     device: str = Field(
         "auto",
         pattern=r"^(auto|cpu|cuda(:\d+)?)$",
@@ -74,6 +96,11 @@ class Experiment(StrictModel):
     channels_last: bool = Field(False, description="Use the channels-last memory format.")
     compile: bool = Field(False, description="Compile the networks with torch.compile.")
     deterministic: bool = Field(True, description="Use deterministic algorithms (bit-exact resume on CPU).")
+    skip_nonfinite: bool = Field(
+        False,
+        description="Skip a training step whose loss is NaN/inf instead of stopping the run "
+        "(both training stages).",
+    )
 
 
 class Augmentation(StrictModel):
@@ -103,16 +130,22 @@ class Augmentation(StrictModel):
 class Loader(StrictModel):
     """Data loading."""
 
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
-    pin_memory: bool = Field(True, description="Pin host memory (CUDA only).")
-    persistent_workers: bool = Field(True, description="Keep workers alive between epochs.")
+    num_workers: int = Field(
+        0, ge=0, description="DataLoader worker processes.", json_schema_extra=MAY_CHANGE_ON_RESUME
+    )
+    pin_memory: bool = Field(
+        True, description="Pin host memory (CUDA only).", json_schema_extra=MAY_CHANGE_ON_RESUME
+    )
+    persistent_workers: bool = Field(
+        True, description="Keep workers alive between epochs.", json_schema_extra=MAY_CHANGE_ON_RESUME
+    )
 
 
 class Model(StrictModel):
     """A segmentation network: backbone + head."""
 
-    backbone: ComponentSpec = Field(description="The feature extractor.")
-    head: ComponentSpec = Field(description="The segmentation head.")
+    backbone: ComponentSpec = component("backbones", "The feature extractor.")
+    head: ComponentSpec = component("heads", "The segmentation head.")
     sync_batchnorm: bool = Field(False, description="Convert BatchNorm to SyncBatchNorm under DDP.")
     activation_checkpointing: bool = Field(
         False, description="Recompute backbone activations in backward to save memory."
@@ -120,43 +153,22 @@ class Model(StrictModel):
 
 
 class Losses(StrictModel):
-    """The losses of cross training."""
+    """The losses the stage-1 method builds its terms from."""
 
-    segmentation: ComponentSpec = Field(
-        default_factory=lambda: ComponentSpec(type="class_aware_cross_entropy"),
-        description="Pixel loss of all four PCT terms (the method: class-aware CE).",
+    segmentation: ComponentSpec = component(
+        "losses",
+        "Pixel loss of the method's segmentation terms (PCT: class-aware CE).",
+        "class_aware_cross_entropy",
     )
-    classification: ComponentSpec = Field(
-        default_factory=lambda: ComponentSpec(type="max_pool_soft_margin"),
-        description="Image-label loss of the hybrid net.",
+    classification: ComponentSpec = component(
+        "losses", "Image-label loss of the hybrid net.", "max_pool_soft_margin"
     )
 
 
-class LossWeights(StrictModel):
-    """Weights of the four PCT loss terms (all 1 in the method)."""
+class TrainingLoop(StrictModel):
+    """The loop settings every training stage has."""
 
-    strong: float = Field(1.0, ge=0, description="L_CCE(H, gt) on the strong half.")
-    cls: float = Field(1.0, ge=0, description="Classification loss of H on the whole batch.")
-    h2p: float = Field(1.0, ge=0, description="L_CCE(P, Ŷ_h) on the weak half.")
-    p2h: float = Field(1.0, ge=0, description="w-weighted L_CCE(H, Ŷ_p) on the weak half.")
-
-
-class CrossTraining(StrictModel):
-    """Stage 1: progressive cross training of the hybrid and pseudo nets."""
-
-    mode: Literal["pct", "hybrid", "supervised"] = Field(
-        "pct",
-        description="'pct' (the method), 'hybrid' (hybrid net only: strong CCE + "
-        "classification loss), 'supervised' (one net, strong masks only, plain CE).",
-    )
     iterations: int = Field(gt=0, description="Training iterations.")
-    strong_batch_size: int = Field(ge=1, description="Strong images per iteration (global).")
-    weak_batch_size: int = Field(ge=0, description="Weak images per iteration (global).")
-    score_momentum: float = Field(
-        0.99, ge=0.0, lt=1.0, description="Momentum m of the dynamic evaluation counts."
-    )
-    score_power: float = Field(8.0, ge=0.0, description="Power γ of w = (min J)^γ.")
-    loss_weights: LossWeights = Field(default_factory=LossWeights)
     classifier_lr_multiplier: float = Field(
         10.0, gt=0, description="Learning-rate multiple of the final classifier layer."
     )
@@ -164,24 +176,36 @@ class CrossTraining(StrictModel):
     reference_batch_size: int = Field(
         0,
         ge=0,
-        description="The batch (strong + weak, over all workers) the learning rate was set for; "
-        "0: not stated. `pctkit validate` reports when the recipe's batch differs.",
+        description="The batch (per iteration, over all workers) the learning rate was set for; "
+        "0: not stated. `pctkit validate` reports when the stage's batch differs.",
     )
     scale_lr: bool = Field(
         False,
-        description="Scale the learning rate linearly: lr x (strong + weak) / reference_batch_size.",
+        description="Scale the learning rate linearly: lr x batch / reference_batch_size.",
     )
-    log_interval: int = Field(50, ge=1, description="Iterations between logged metrics.")
+    log_interval: int = Field(
+        50, ge=1, description="Iterations between logged metrics.", json_schema_extra=MAY_CHANGE_ON_RESUME
+    )
     eval_interval: int = Field(
-        0, ge=0, description="Iterations between validations; 0 validates at the end only."
+        0,
+        ge=0,
+        description="Iterations between validations; 0 validates at the end only.",
+        json_schema_extra=MAY_CHANGE_ON_RESUME,
     )
-    skip_nonfinite: bool = Field(
-        False, description="Skip a step whose loss is NaN/inf instead of stopping the run."
+
+
+class CrossTraining(TrainingLoop):
+    """Stage 1: the method's networks (PCT: the hybrid and pseudo nets) on strong and
+    weak images."""
+
+    strong_batch_size: int = Field(ge=1, description="Strong images per iteration (global).")
+    weak_batch_size: int = Field(
+        ge=0, description="Weak images per iteration (global); unused by methods that draw none."
     )
 
 
 class PseudoLabels(StrictModel):
-    """How the final hybrid net labels the weak images."""
+    """How the final labelling net (PCT: the hybrid net) labels the weak images."""
 
     scales: tuple[float, ...] = Field(
         (0.5, 0.75, 1.0, 1.25, 1.5), min_length=1, description="Test-time scales."
@@ -190,38 +214,16 @@ class PseudoLabels(StrictModel):
     batch_size: int = Field(8, ge=1, description="Images per forward pass.")
 
 
-def _default_retrain_loss() -> ComponentSpec:
-    return ComponentSpec(type="cross_entropy")
-
-
-class Retrain(StrictModel):
-    """Stage 2: pseudo labels from the hybrid net, then fully supervised retraining."""
+class Retrain(TrainingLoop):
+    """Stage 2: pseudo labels from the stage-1 net, then fully supervised retraining."""
 
     enabled: bool = Field(True, description="Run stage 2.")
-    iterations: int = Field(gt=0, description="Retraining iterations.")
     batch_size: int = Field(ge=1, description="Images per iteration (global).")
-    classifier_lr_multiplier: float = Field(
-        10.0, gt=0, description="Learning-rate multiple of the final classifier layer."
-    )
-    accumulate: int = Field(1, ge=1, description="Gradient accumulation steps per iteration.")
-    reference_batch_size: int = Field(
-        0,
-        ge=0,
-        description="The batch (over all workers) the learning rate was set for; 0: not stated. "
-        "`pctkit validate` reports when batch_size differs.",
-    )
-    scale_lr: bool = Field(
-        False, description="Scale the learning rate linearly: lr x batch_size / reference_batch_size."
-    )
     model: Model = Field(description="The retrained network (defaults to [model]).")
-    loss: ComponentSpec = Field(default_factory=_default_retrain_loss)
-    optimizer: ComponentSpec = Field(description="Optimizer (defaults to [optimizer]).")
-    scheduler: ComponentSpec = Field(description="Schedule (defaults to [scheduler]).")
+    loss: ComponentSpec = component("losses", "Pixel loss of retraining (plain CE).", "cross_entropy")
+    optimizer: ComponentSpec = component("optimizers", "Optimizer (defaults to [optimizer]).")
+    scheduler: ComponentSpec = component("schedulers", "Schedule (defaults to [scheduler]).")
     pseudo_labels: PseudoLabels = Field(default_factory=PseudoLabels)
-    log_interval: int = Field(50, ge=1, description="Iterations between logged metrics.")
-    eval_interval: int = Field(
-        0, ge=0, description="Iterations between validations; 0 validates at the end only."
-    )
 
 
 class Evaluation(StrictModel):
@@ -230,7 +232,12 @@ class Evaluation(StrictModel):
     batch_size: int = Field(16, ge=1, description="Images per forward pass (padded).")
     scales: tuple[float, ...] = Field((1.0,), min_length=1, description="Test-time scales.")
     flip: bool = Field(False, description="Average horizontally flipped inputs.")
-    num_pictures: int = Field(8, ge=0, description="Validation images drawn in predictions.png.")
+    num_pictures: int = Field(
+        8,
+        ge=0,
+        description="Validation images drawn in predictions.png.",
+        json_schema_extra=MAY_CHANGE_ON_RESUME,
+    )
     mode: Literal["whole", "sliding"] = Field(
         "whole",
         description="'whole': each image in one forward pass; 'sliding': overlapping square "
@@ -252,22 +259,32 @@ class Evaluation(StrictModel):
 class Checkpointing(StrictModel):
     """Checkpoints for resuming."""
 
-    interval: int = Field(0, ge=0, description="Iterations between checkpoints; 0: stage ends only.")
-    keep_last: int = Field(2, ge=1, description="How many periodic checkpoints to keep.")
+    interval: int = Field(
+        0,
+        ge=0,
+        description="Iterations between checkpoints; 0: stage ends only.",
+        json_schema_extra=MAY_CHANGE_ON_RESUME,
+    )
+    keep_last: int = Field(
+        2, ge=1, description="How many periodic checkpoints to keep.", json_schema_extra=MAY_CHANGE_ON_RESUME
+    )
 
 
 class Recipe(StrictModel):
     """A complete pctkit recipe."""
 
     experiment: Experiment
-    data: ComponentSpec = Field(description="The dataset.")
+    method: ComponentSpec = component(
+        "methods", "The stage-1 training method and its parameters (see `pctkit list methods`).", "pct"
+    )
+    data: ComponentSpec = component("datasets", "The dataset.")
     augmentation: Augmentation = Field(default_factory=Augmentation)
     loader: Loader = Field(default_factory=Loader)
     model: Model
     loss: Losses = Field(default_factory=Losses)
     cross_training: CrossTraining
-    optimizer: ComponentSpec
-    scheduler: ComponentSpec = Field(default_factory=lambda: ComponentSpec(type="poly"))
+    optimizer: ComponentSpec = component("optimizers", "Optimizer of the stage-1 nets.")
+    scheduler: ComponentSpec = component("schedulers", "Learning-rate schedule of the stage-1 nets.", "poly")
     retrain: Retrain
     evaluation: Evaluation = Field(default_factory=Evaluation)
     checkpoint: Checkpointing = Field(default_factory=Checkpointing)
@@ -280,6 +297,10 @@ class Recipe(StrictModel):
         return with_retrain_defaults(data)
 
 
+RETRAIN_INHERITS = ("model", "optimizer", "scheduler")
+"""The ``[retrain]`` sections that default to the top-level section of the same name."""
+
+
 def with_retrain_defaults(data: Any) -> Any:
     """Raw recipe data with ``retrain.model/optimizer/scheduler`` merged over the
     top-level sections (what :class:`Recipe` validates; error messages read it too)."""
@@ -287,13 +308,22 @@ def with_retrain_defaults(data: Any) -> Any:
         return data
     data = dict(data)
     retrain = dict(data["retrain"])
-    for key in ("model", "optimizer", "scheduler"):
-        base = data.get(key, {} if key != "scheduler" else {"type": "poly"})
+    for key in RETRAIN_INHERITS:
+        base = data.get(key, _default_section(key))
         if isinstance(base, BaseModel):
             base = base.model_dump()
         retrain[key] = merge_sections(base, retrain.get(key))
     data["retrain"] = retrain
     return data
+
+
+def _default_section(key: str) -> dict[str, Any]:
+    """The declared default of a top-level section, as raw data (``{}`` if required)."""
+    field = Recipe.model_fields[key]
+    if field.default_factory is None:
+        return {}
+    default = field.default_factory()  # type: ignore[call-arg]
+    return default.model_dump() if isinstance(default, BaseModel) else dict(default)
 
 
 def merge_sections(base: Any, override: Any) -> Any:
@@ -311,89 +341,14 @@ def merge_sections(base: Any, override: Any) -> Any:
     return merged
 
 
-# --------------------------------------------------------------------------- dynamic model
-
-
-def component_model(component: registry.Component) -> type[ComponentSpec]:
-    """A section model for one component: ``type`` pinned to its name, its parameters."""
-    fields: dict[str, Any] = {
-        "type": (Literal[component.name], Field(description=component.description)),
-    }
-    for name, info in component.parameters.model_fields.items():
-        fields[name] = (info.annotation, info)
-    model: type[ComponentSpec] = create_model(
-        f"{registry.singular(component.kind).capitalize()}_{component.name.replace('.', '_')}",
-        __base__=ComponentSpec,
-        __config__=None,
-        __doc__=component.description,
-        **fields,
-    )
-    model.model_config["extra"] = "forbid"
-    model.model_config["title"] = f"{registry.singular(component.kind)} {component.name!r}"
-    model.model_rebuild(force=True)
-    return model
-
-
-def component_union(kind: str) -> Any:
-    """The type of a section of ``kind``: a union of every usable component's model,
-    discriminated by ``type``."""
-    models = [component_model(c) for c in registry.list_components(kind)]
-    if not models:
-        return ComponentSpec
-    if len(models) == 1:
-        return models[0]
-    union: Any = reduce(lambda a, b: Union[a, b], models)  # type: ignore[arg-type, return-value]  # noqa: UP007
-    return Annotated[union, Field(discriminator="type")]
-
-
-def recipe_model() -> type[Recipe]:
-    """The :class:`Recipe` subclass whose component sections know every registered
-    component's parameters (built from the registry on each call)."""
-    unions = {kind: component_union(kind) for kind in registry.KINDS}
-
-    def section(kind: str, default: dict[str, Any] | None = None, description: str = "") -> Any:
-        if default is None:
-            return (unions[kind], Field(description=description or None))
-        return (unions[kind], Field(default_factory=lambda: dict(default), description=description or None))
-
-    model = create_model(
-        "ModelSection",
-        __base__=Model,
-        __doc__=Model.__doc__,
-        backbone=section("backbones", description="The feature extractor."),
-        head=section("heads", description="The segmentation head."),
-    )
-    losses = create_model(
-        "LossSection",
-        __base__=Losses,
-        __doc__=Losses.__doc__,
-        segmentation=section(
-            "losses",
-            {"type": "class_aware_cross_entropy"},
-            "Pixel loss of all four PCT terms (the method: class-aware CE).",
-        ),
-        classification=section(
-            "losses", {"type": "max_pool_soft_margin"}, "Image-label loss of the hybrid net."
-        ),
-    )
-    retrain = create_model(
-        "RetrainSection",
-        __base__=Retrain,
-        __doc__=Retrain.__doc__,
-        model=(model, Field(description="The retrained network (defaults to [model]).")),
-        loss=section("losses", {"type": "cross_entropy"}, "Pixel loss of retraining (plain CE)."),
-        optimizer=section("optimizers", description="Optimizer (defaults to [optimizer])."),
-        scheduler=section("schedulers", description="Schedule (defaults to [scheduler])."),
-    )
-    recipe: type[Recipe] = create_model(
-        "Recipe",
-        __base__=Recipe,
-        __doc__=Recipe.__doc__,
-        data=section("datasets", description="The dataset."),
-        model=(model, ...),
-        loss=(losses, Field(default_factory=lambda: losses())),
-        optimizer=section("optimizers", description="Optimizer of the cross-training nets."),
-        scheduler=section("schedulers", {"type": "poly"}, "Learning-rate schedule of cross training."),
-        retrain=(retrain, ...),
-    )
-    return recipe
+def resume_mutable_keys(model: type[BaseModel] = Recipe, prefix: str = "") -> list[str]:
+    """Dotted keys declared with :data:`MAY_CHANGE_ON_RESUME`, found by walking the schema."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get(RESUME_KEY):
+            keys.append(f"{prefix}{name}")
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, StrictModel):
+            keys += resume_mutable_keys(annotation, f"{prefix}{name}.")
+    return keys

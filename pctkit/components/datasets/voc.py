@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from pctkit.components.contracts import IGNORE_INDEX, DataError, RawSample, SegmentationData
+from pctkit.components.contracts import IGNORE_INDEX, DataError, ParameterError, RawSample, SegmentationData
 from pctkit.palette import load_mask_png
 
 VOC_CLASS_NAMES: tuple[str, ...] = (
@@ -213,7 +213,8 @@ def _read_split(root: Path, relative: str, parameter: str) -> list[_Listed]:
     if not path.is_file():
         raise DataError(
             f"split file {path} not found (parameter {parameter}={relative!r}, relative to "
-            f"the dataset root {root})"
+            f"the dataset root {root})",
+            parameter,
         )
     try:
         text = path.read_text(encoding="utf-8")
@@ -236,7 +237,7 @@ def _read_split(root: Path, relative: str, parameter: str) -> list[_Listed]:
         first_line[name] = number
         listed.append(_Listed(name, number))
     if not listed:
-        raise DataError(f"split file {path} is empty (parameter {parameter}={relative!r})")
+        raise DataError(f"split file {path} is empty (parameter {parameter}={relative!r})", parameter)
     return listed
 
 
@@ -255,16 +256,19 @@ def _require_files(paths: list[tuple[Path, _Listed]], what: str, split: Path, wh
 
 def _class_names(num_classes: int, class_names: tuple[str, ...]) -> list[str]:
     if not 2 <= num_classes <= IGNORE_INDEX:
-        raise ValueError(
-            f"num_classes must be between 2 and {IGNORE_INDEX} (masks are uint8 and "
-            f"{IGNORE_INDEX} means ignore), got {num_classes}"
+        raise ParameterError(
+            "num_classes",
+            f"must be between 2 and {IGNORE_INDEX} (masks are uint8 and {IGNORE_INDEX} means ignore), "
+            f"got {num_classes}",
         )
     if class_names:
         if len(class_names) != num_classes:
-            raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+            raise ParameterError(
+                "class_names", f"has {len(class_names)} names but num_classes is {num_classes}"
+            )
         if len(set(class_names)) != len(class_names):
             duplicated = sorted({name for name in class_names if class_names.count(name) > 1})
-            raise ValueError(f"class_names repeats {', '.join(duplicated)}")
+            raise ParameterError("class_names", f"repeats {', '.join(duplicated)}")
         return list(class_names)
     if num_classes == len(VOC_CLASS_NAMES):
         return list(VOC_CLASS_NAMES)
@@ -328,19 +332,20 @@ def voc(
             a split file empty or with duplicates). Broken files found while loading a
             sample (size mismatch, bad label values, corrupt files) raise it from
             ``__getitem__``.
-        ValueError: a parameter is out of range.
+        ParameterError: a parameter is out of range.
     """
     names_of_classes = _class_names(num_classes, class_names)
     if image_labels not in ("masks", "annotations"):
-        raise ValueError(f"image_labels must be 'masks' or 'annotations', got {image_labels!r}")
+        raise ParameterError("image_labels", f"must be 'masks' or 'annotations', got {image_labels!r}")
     if num_strong != -1 and num_strong <= 0:
-        raise ValueError(f"num_strong must be positive, or -1 for all, got {num_strong}")
+        raise ParameterError("num_strong", f"must be positive, or -1 for all, got {num_strong}")
 
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         raise DataError(
             f"dataset root {root_path} (resolved: {root_path.resolve()}) does not exist or is "
-            "not a folder; point to it with --set data.root=/path/to/VOC2012"
+            "not a folder; point to it with --set data.root=/path/to/VOC2012",
+            "root",
         )
 
     train_listed = _read_split(root_path, train_list, "train_list")
@@ -352,7 +357,8 @@ def voc(
     if num_strong > len(strong_listed):
         raise DataError(
             f"parameter num_strong={num_strong} but split file {root_path / strong_list} lists only "
-            f"{len(strong_listed)} names; use at most {len(strong_listed)}, or -1 for all"
+            f"{len(strong_listed)} names; use at most {len(strong_listed)}, or -1 for all",
+            "num_strong",
         )
     strong_names = strong_listed[:num_strong]
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from pctkit.constants import IGNORE_INDEX
-from pctkit.engine.distributed import all_reduce_sum
+
+WeightRule = Literal["released", "strict"]
+"""How a present class that P has never hit (J_c = 0) enters the min of an image's weight:
+``"released"`` leaves it out (the authors' code: ``sample_weight[sample_weight == 0] = 1``);
+``"strict"`` keeps it, so the image gets weight 0 until every present class is hit."""
 
 
 class DynamicEvaluation:
@@ -19,12 +26,19 @@ class DynamicEvaluation:
     the update, so every worker holds the same J.
     """
 
-    def __init__(self, num_classes: int, momentum: float = 0.99, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        momentum: float = 0.99,
+        ignore_index: int = IGNORE_INDEX,
+        reduce_sum: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.num_classes = num_classes
         self.momentum = momentum
         self.ignore_index = ignore_index
+        self.reduce_sum = reduce_sum
         self.target_counts = torch.ones(num_classes, dtype=torch.float64)
         self.predicted_counts = torch.zeros(num_classes, dtype=torch.float64)
         self.true_positive_counts = torch.zeros(num_classes, dtype=torch.float64)
@@ -55,7 +69,8 @@ class DynamicEvaluation:
                 counts after the iteration equal those of one big batch.
         """
         batch_counts = self.counts(pred, gt)
-        all_reduce_sum(batch_counts)
+        if self.reduce_sum is not None:
+            batch_counts = self.reduce_sum(batch_counts)
         if self.target_counts.device != batch_counts.device:
             # The state follows the batches (GPU in training); checkpoints get CPU copies.
             for key in ("target_counts", "predicted_counts", "true_positive_counts"):
@@ -71,11 +86,20 @@ class DynamicEvaluation:
         union = self.target_counts + self.predicted_counts - self.true_positive_counts
         return self.true_positive_counts / union
 
-    def image_weights(self, image_labels: Tensor, power: float) -> Tensor:
-        """``w_n = (min_{c: y_nc = 1} J_c) ** power`` for each image, ``(N,)`` float32."""
+    def image_weights(self, image_labels: Tensor, power: float, rule: WeightRule = "strict") -> Tensor:
+        """``w_n = (min_c J_c) ** power`` over the classes present in each image,
+        ``(N,)`` float32 (METHOD.md step 4).
+
+        With ``rule="released"`` classes with ``J_c = 0`` are left out of the min, and an
+        image whose present classes all have ``J_c = 0`` gets ``w_n = 1``; with
+        ``"strict"`` they count, and such an image gets ``w_n = 0``.
+        """
         scores = self.scores.to(image_labels.device, torch.float32)
         present = image_labels.to(torch.bool)
-        # Absent classes must not win the min: give them the largest possible score.
+        if rule == "released":
+            # The released code multiplies the labels by J and sets every zero to 1.
+            present = present & (scores > 0)
+        # Classes outside the min get the largest possible score, 1.
         masked = torch.where(present, scores.expand_as(present), torch.ones_like(scores))
         return masked.amin(dim=1).pow(power)
 

@@ -19,42 +19,82 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from pctkit import __version__, tomlio
+from pctkit.artifacts.io import ArtifactError, atomic_write_text, save_tensors
+from pctkit.artifacts.models import read_metadata, read_tensors, without_initial_weights
+from pctkit.artifacts.run_dir import RunDirectory
 
-from pctkit import __version__
-from pctkit.artifacts.io import atomic_write_text, load_tensors, save_tensors
-from pctkit.artifacts.models import read_metadata, without_initial_weights
+if TYPE_CHECKING:
+    from torch import nn
 
 BUNDLE_FORMAT = "pctkit.bundle.v1"
-WEIGHTS_FILE = "model.safetensors"
-RECIPE_FILE = "recipe.toml"
-ONNX_FILE = "model.onnx"
-
-NET_ROLES = ("retrained", "hybrid", "pseudo", "supervised")
-"""The nets a run may hold, in the order a default is chosen: the retrained net is
-the one to deploy, the hybrid net labels pseudo labels, ``supervised`` is the ablation."""
 
 
-class ExportError(ValueError):
+class ExportError(ArtifactError):
     """A run cannot be exported, or a folder is not a bundle."""
+
+
+class Bundle:
+    """The files of an export bundle."""
+
+    WEIGHTS = "model.safetensors"
+    RECIPE = "recipe.toml"
+    README = "README.md"
+    ONNX = "model.onnx"
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @property
+    def weights(self) -> Path:
+        """The weights, with the metadata header."""
+        return self.path / self.WEIGHTS
+
+    @property
+    def recipe(self) -> Path:
+        """The ``[model]`` and ``[evaluation]`` sections."""
+        return self.path / self.RECIPE
+
+    @property
+    def readme(self) -> Path:
+        """The model card."""
+        return self.path / self.README
+
+    @property
+    def onnx(self) -> Path:
+        """The optional ONNX graph."""
+        return self.path / self.ONNX
+
+    def is_bundle(self) -> bool:
+        """Whether the folder looks like a bundle (weights and recipe)."""
+        return self.weights.is_file() and self.recipe.is_file()
+
+    def read_recipe(self) -> dict[str, Any]:
+        """The bundle's ``recipe.toml``.
+
+        Raises:
+            ExportError: it is missing, not TOML, or has no ``[model]`` section.
+        """
+        try:
+            recipe = tomlio.loads(self.recipe.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomlio.TOMLDecodeError) as error:
+            raise ExportError(f"{self.recipe}: cannot be read ({error})") from None
+        if not isinstance(recipe.get("model"), dict):
+            raise ExportError(f"{self.recipe} has no [model] section")
+        return recipe
 
 
 def is_bundle(folder: Path) -> bool:
     """Whether ``folder`` looks like a bundle (weights and recipe, no run progress)."""
-    return (folder / WEIGHTS_FILE).is_file() and (folder / RECIPE_FILE).is_file()
-
-
-def available_roles(run_dir: Path) -> list[str]:
-    """The nets whose final weights a run directory holds."""
-    return [role for role in NET_ROLES if (run_dir / f"{role}_net.safetensors").is_file()]
+    return Bundle(folder).is_bundle()
 
 
 def choose_role(run_dir: Path, role: str | None) -> str:
-    """``role`` if the run holds that net, else the first of :data:`NET_ROLES` it holds."""
-    roles = available_roles(run_dir)
+    """``role`` if the run holds that net, else its first (the retrained net, else the
+    stage-1 net that labels pseudo labels)."""
+    roles = RunDirectory(run_dir).roles()
     if not roles:
         raise ExportError(
             f"{run_dir} holds no trained net (*_net.safetensors): is it a run directory, "
@@ -65,14 +105,6 @@ def choose_role(run_dir: Path, role: str | None) -> str:
     if role not in roles:
         raise ExportError(f"{run_dir} has no {role} net; it has: {', '.join(roles)}")
     return role
-
-
-def run_recipe(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "recipe.json"
-    if not path.is_file():
-        raise ExportError(f"{run_dir} holds no run (no recipe.json)")
-    recipe: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return recipe
 
 
 # --------------------------------------------------------------------------- export
@@ -88,8 +120,9 @@ def export_bundle(run_dir: Path, out: Path, role: str | None = None) -> Path:
             retrained net where there is one.
     """
     role = choose_role(run_dir, role)
-    recipe = run_recipe(run_dir)
-    source = run_dir / f"{role}_net.safetensors"
+    run = RunDirectory(run_dir)
+    recipe = run.read_recipe()
+    source = run.net_weights(role)
     metadata = read_metadata(source)
     model_section = without_initial_weights(metadata["model"])
     evaluation = {k: v for k, v in recipe.get("evaluation", {}).items() if k != "num_pictures"}
@@ -107,26 +140,22 @@ def export_bundle(run_dir: Path, out: Path, role: str | None = None) -> Path:
             "num_classes": str(len(metadata["class_names"])),
         }
     )
+    bundle = Bundle(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_tensors(out / WEIGHTS_FILE, load_tensors(source), header)
-
-    from pctkit.recipe import dumps_toml
-
+    save_tensors(bundle.weights, read_tensors(source), header)
     recipe_header = (
         f"The {role} net of run {recipe.get('experiment', {}).get('name', '?')}: the [model] section "
         "rebuilds it\n(pctkit.load_model), [evaluation] says how its masks were predicted."
     )
     atomic_write_text(
-        out / RECIPE_FILE,
-        dumps_toml({"model": model_section, "evaluation": evaluation}, header=recipe_header),
+        bundle.recipe, tomlio.dumps({"model": model_section, "evaluation": evaluation}, header=recipe_header)
     )
-    results_file = run_dir / "results.json"
-    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else None
-    atomic_write_text(out / "README.md", model_card(role, recipe, read_metadata(out / WEIGHTS_FILE), results))
+    atomic_write_text(bundle.readme, model_card(role, recipe, read_metadata(bundle.weights), run.read_results()))
     return out
 
 
 def input_size(metadata: dict[str, Any]) -> tuple[int, int]:
+    """The input size a net was trained at, from its metadata (64 x 64 if unknown)."""
     size = metadata.get("input_size") or [64, 64]
     return int(size[0]), int(size[1])
 
@@ -134,6 +163,8 @@ def input_size(metadata: dict[str, Any]) -> tuple[int, int]:
 def export_onnx(net: nn.Module, path: Path, input_size: tuple[int, int]) -> None:
     """Write ``net`` as an ONNX graph: input ``images`` (N, 3, H, W) in [0, 1], output
     ``logits`` (N, C, H, W); batch, height and width are dynamic."""
+    import torch
+
     try:
         import onnx  # noqa: F401  (the exporter needs it; fail with a clear message first)
     except ImportError:
@@ -236,11 +267,11 @@ def model_card(
                 plain = own["iou"].get(class_name)
                 labelled = own["iou_with_labels"].get(class_name)
                 lines.append(f"| {class_name} | {_score(plain)} | {_score(labelled)} |")
-    lines += ["", "## Files", "", f"- `{WEIGHTS_FILE}`: weights; the header holds the metadata above."]
+    lines += ["", "## Files", "", f"- `{Bundle.WEIGHTS}`: weights; the header holds the metadata above."]
     lines.append(
-        f"- `{RECIPE_FILE}`: the `[model]` section that rebuilds the net, and its evaluation settings."
+        f"- `{Bundle.RECIPE}`: the `[model]` section that rebuilds the net, and its evaluation settings."
     )
-    lines.append(f"- `{ONNX_FILE}` (if exported): the same net as ONNX, input `images`, output `logits`.")
+    lines.append(f"- `{Bundle.ONNX}` (if exported): the same net as ONNX, input `images`, output `logits`.")
     return "\n".join(lines) + "\n"
 
 

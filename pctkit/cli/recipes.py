@@ -1,18 +1,22 @@
 """``pctkit recipes``: the recipes that ship inside the package, listed and copied out.
 
-A built-in recipe is a TOML file in ``pctkit/recipes``; ``pctkit run NAME`` and
-``pctkit validate NAME`` accept its name. To change one, copy it out first.
+A copied recipe gets the recipe JSON Schema beside it (``recipe.schema.json``, with the
+parameters of every installed plugin) and its ``#:schema`` line points there, so
+editors complete and check it offline.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from pctkit.cli.app import UserError, console
+from pctkit.recipe.builtin import builtin_recipes, recipe_description
 
 app = typer.Typer(
     name="recipes",
@@ -21,29 +25,6 @@ app = typer.Typer(
     invoke_without_command=True,
     no_args_is_help=False,
 )
-console = Console()
-errors = Console(stderr=True)
-
-
-def _builtin_recipes() -> dict[str, Path]:
-    # Imported here, not at the top: pctkit.cli.main imports this module to register it.
-    from pctkit.cli.main import builtin_recipes
-
-    return builtin_recipes()
-
-
-def recipe_description(path: Path) -> str:
-    """A recipe's one-line description: its first comment line that is not a directive
-    (``#:schema ...``)."""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            continue
-        if stripped.startswith("#"):
-            return stripped.lstrip("#").strip()
-        if stripped:
-            break  # the first key or table: the recipe has no leading comment
-    return ""
 
 
 @app.callback()
@@ -52,15 +33,26 @@ def list_recipes(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     table = Table(title="built-in recipes", title_justify="left")
-    table.add_column("name", style="bold cyan")
+    table.add_column("name", style="bold cyan", no_wrap=True)
     table.add_column("description")
-    for name, path in _builtin_recipes().items():
-        table.add_row(name, recipe_description(path))
+    for name, path in builtin_recipes().items():
+        table.add_row(name, escape(recipe_description(path)))
     console.print(table)
     console.print(
         "Run one with [bold]pctkit run NAME[/]; copy it out to edit with [bold]pctkit recipes copy NAME[/].",
         highlight=False,
     )
+
+
+def with_schema_line(text: str, schema: str) -> str:
+    """Recipe text whose ``#:schema`` directive points at ``schema`` (added if absent)."""
+    lines = text.splitlines()
+    directive = f"#:schema {schema}"
+    if lines and lines[0].startswith("#:schema"):
+        lines[0] = directive
+    else:
+        lines.insert(0, directive)
+    return "\n".join(lines) + "\n"
 
 
 @app.command()
@@ -72,28 +64,30 @@ def copy(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
 ) -> None:
-    """Write a built-in recipe out to a file, to edit and run."""
-    recipes = _builtin_recipes()
+    """Write a built-in recipe out to a file to edit and run, with its JSON Schema beside it."""
+    from pctkit.recipe.json_schema import SCHEMA_FILE, recipe_json_schema
+
+    recipes = builtin_recipes()
     if name not in recipes:
         import difflib
 
         close = difflib.get_close_matches(name, list(recipes), n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        errors.print(
-            f"[bold red]error[/]: no built-in recipe {name!r}.{hint} Built-in recipes: {', '.join(recipes)}.",
-            highlight=False,
-        )
-        raise typer.Exit(1)
+        raise UserError(f"no built-in recipe {name!r}.{hint} Built-in recipes: {', '.join(recipes)}.")
     target = dest if dest is not None else Path(f"{name}.toml")
     if target.is_dir():
         target = target / f"{name}.toml"
     shown = escape(str(target))  # a path is text, not Rich markup
     if target.exists() and not force:
-        errors.print(
-            f"[bold red]error[/]: {shown} exists; pass --force to replace it, or name another file.",
-            highlight=False,
-        )
-        raise typer.Exit(1)
+        raise UserError(f"{target} exists; pass --force to replace it, or name another file.")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(recipes[name].read_text(encoding="utf-8"), encoding="utf-8")
-    console.print(f"wrote [cyan]{shown}[/]; check it with [bold]pctkit validate {shown}[/]", highlight=False)
+    text = recipes[name].read_text(encoding="utf-8")
+    target.write_text(with_schema_line(text, SCHEMA_FILE), encoding="utf-8")
+    schema_file = target.parent / SCHEMA_FILE
+    schema_file.write_text(json.dumps(recipe_json_schema(), indent=2) + "\n", encoding="utf-8")
+    console.print(
+        f"wrote [cyan]{shown}[/] and its schema [cyan]{escape(str(schema_file))}[/]; "
+        f"check it with [bold]pctkit validate {shown}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )

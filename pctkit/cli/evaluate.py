@@ -1,0 +1,112 @@
+"""``pctkit eval``: mIoU of a run's net or a bundle on a validation split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pctkit.artifacts.run_dir import RunDirectory
+from pctkit.cli.app import DeviceOption, NetOption, QuietOption, SetOption, UserError, console, errors, recipe_path
+from pctkit.cli.predict import load_predictor
+from pctkit.recipe import load_recipe
+
+
+def _data_recipe(target: Path, data: str | None) -> Path:
+    """The recipe whose ``[data]`` to evaluate on: ``--data``, else the run's own."""
+    if data is not None:
+        candidate = Path(data)
+        if candidate.is_dir():
+            if not RunDirectory(candidate).recipe_toml.is_file():
+                raise UserError(f"--data {data}: a folder must be a run directory (with {RunDirectory.RECIPE_TOML})")
+            return RunDirectory(candidate).recipe_toml
+        return recipe_path(data)
+    run = RunDirectory(target)
+    if run.holds_run() and run.recipe_toml.is_file():
+        return run.recipe_toml
+    raise UserError(
+        f"{target} is a bundle: it holds no dataset. Name one with --data RECIPE (a recipe file, "
+        "a built-in recipe or a run directory)."
+    )
+
+
+def evaluate_command(
+    target: Annotated[Path, typer.Argument(help="A run directory or a bundle.")],
+    data: Annotated[
+        str | None,
+        typer.Option(
+            help="Recipe file, built-in recipe or run directory whose \\[data] section to evaluate on "
+            "(default: the run's own; required for a bundle)."
+        ),
+    ] = None,
+    net: NetOption = None,
+    overrides: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+) -> None:
+    """mIoU (plain and with image labels) and per-class IoU on a validation split.
+
+    --set changes the data recipe (data.num_val=100, data.root=/data/voc); evaluation.*
+    keys change how masks are predicted (evaluation.scales=[0.75,1.0,1.25]).
+    """
+    from pctkit.engine.build import build_data
+    from pctkit.engine.evaluation import evaluate
+    from pctkit.engine.reporting import Reporter
+    from pctkit.recipe.text import parse_override
+
+    predictor = load_predictor(target, net, device)
+    data_recipe = _data_recipe(target, data)
+    recipe = load_recipe(data_recipe, overrides or [])
+    settings = dict(predictor.evaluation)
+    for override in overrides or []:
+        path, _ = parse_override(override)
+        if path[0] == "evaluation":
+            settings[path[-1]] = recipe.evaluation.model_dump(mode="json")[path[-1]]
+    predictor.evaluation = settings
+    dataset = build_data(recipe)
+    if dataset.class_names != predictor.class_names:
+        raise UserError(
+            f"the data's classes ({', '.join(dataset.class_names)}) are not the net's "
+            f"({', '.join(predictor.class_names)})"
+        )
+    reporter = Reporter(errors, enabled=not quiet and not as_json)
+    with reporter.task("eval", len(dataset.val)) as (advance, _):
+        result = evaluate(
+            predictor.net,
+            dataset.val,
+            dataset.class_names,
+            predictor.device,
+            batch_size=int(settings.get("batch_size", 16)),
+            scales=tuple(settings.get("scales", (1.0,))),
+            flip=bool(settings.get("flip", False)),
+            sliding_window=predictor.sliding_window(),
+            progress=advance,
+        )
+    summary = result.summary()
+    role = predictor.metadata.get("role", "?")
+    if as_json:
+        document = {"target": str(target), "net": role, "data": str(data_recipe), "images": len(dataset.val)}
+        console.print_json(json.dumps({**document, **summary}))
+        return
+    table = Table(
+        title=f"{role} net on {len(dataset.val)} images of {recipe.data.type}", title_justify="left"
+    )
+    table.add_column("class")
+    table.add_column("IoU plain", justify="right")
+    table.add_column("IoU with image labels", justify="right")
+    for name in dataset.class_names:
+        table.add_row(name, _cell(summary["iou"][name]), _cell(summary["iou_with_labels"][name]))
+    table.add_section()
+    table.add_row(
+        "[bold]mIoU[/]", f"[bold]{summary['miou']:.4f}[/]", f"[bold]{summary['miou_with_labels']:.4f}[/]"
+    )
+    console.print(table)
+    console.print(f"pixel accuracy {summary['pixel_accuracy']:.4f}", highlight=False)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

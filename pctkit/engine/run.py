@@ -1,0 +1,204 @@
+"""A whole run: the run directory prepared, the context built once, the stages run.
+
+:func:`run` starts (or, with ``resume=True``, continues) a run of a recipe in a run
+directory; :func:`resume` continues one with the recipe saved in it. Under ``torchrun``
+every worker calls the same function: rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pctkit.artifacts.run_dir import RunDirectory
+from pctkit.artifacts.tensorboard import TensorBoardLog
+from pctkit.engine.build import build_data, resolve_device
+from pctkit.engine.context import RunContext
+from pctkit.engine.distributed import WorldInfo, barrier, init_distributed
+from pctkit.engine.errors import RunError
+from pctkit.engine.memory import reset_peak_memory
+from pctkit.engine.reporting import Reporter
+from pctkit.engine.settings_checks import batch_issues, device_issues
+from pctkit.engine.stages import RunOutputs, stages_of
+from pctkit.recipe import Recipe, RecipeError, load_recipe, resolved_toml, validate_recipe_data
+from pctkit.recipe.schema import resume_mutable_keys
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run reports."""
+
+    run_dir: Path
+    results: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+    world: WorldInfo = field(default_factory=WorldInfo)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, numpy and torch; optionally force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+# --------------------------------------------------------------------------- the directory
+
+
+def flat_items(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    if isinstance(data, dict):
+        items: dict[str, Any] = {}
+        for key, value in data.items():
+            items.update(flat_items(value, f"{prefix}{key}."))
+        return items
+    return {prefix[:-1]: data}
+
+
+def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys whose values differ between two recipes, except those a resume may change."""
+    old, new = flat_items(saved), flat_items(current)
+    mutable = set(resume_mutable_keys())
+    return [
+        f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key) and key not in mutable
+    ]
+
+
+def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved recipe re-validated by this pctkit, so that keys added since it was
+    written compare at their defaults; as saved if it no longer validates."""
+    try:
+        return validate_recipe_data(saved).model_dump(mode="json")
+    except RecipeError:
+        return saved
+
+
+def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, overwrite: bool) -> None:
+    """Create the run directory and write the resolved recipe, or check it on resume."""
+    current = recipe.model_dump(mode="json")
+    if resume:
+        if not run_dir.holds_run():
+            raise RunError(f"cannot resume: {run_dir} holds no run (no {RunDirectory.RECIPE_JSON})")
+        differences = recipe_differences(_with_current_defaults(run_dir.read_recipe()), current)
+        if differences:
+            raise RunError(
+                "cannot resume: the recipe differs from the one the run was started with:\n  "
+                + "\n  ".join(differences)
+                + f"\nResume with the saved recipe ({run_dir.recipe_toml}) or start a new run."
+            )
+        return
+    path = run_dir.path
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise RunError(
+                f"run directory {path} already exists. Resume it with `pctkit resume {path}`, "
+                "choose another with --out, or replace it with --overwrite."
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    header = (
+        "The resolved recipe of this run: every key, defaults included.\n"
+        f"Re-run it with: pctkit run {run_dir.recipe_toml}"
+    )
+    run_dir.write_recipe(resolved_toml(recipe, header=header), current)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _start(recipe: Recipe) -> tuple[torch.device, WorldInfo]:
+    """The device and the worker's place; refuses a recipe it cannot train."""
+    device = resolve_device(recipe.experiment.device)
+    world = init_distributed(device.type)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+    # The same checks `pctkit validate` runs, so a job fails before it trains.
+    problems = batch_issues(recipe, world.world_size) + device_issues(recipe, world.world_size)
+    if problems:
+        raise RunError(
+            "; ".join(
+                f"{issue.path}: {issue.message}" + (f"; {issue.hint}" if issue.hint else "") for issue in problems
+            )
+        )
+    return device, world
+
+
+def run(
+    recipe: Recipe,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+    stop_after: dict[str, int] | None = None,
+) -> RunOutcome:
+    """Run every stage of ``recipe`` not yet complete in ``run_dir``; returns the results.
+
+    Args:
+        resume: continue the run in ``run_dir`` (its recipe must match, but for the
+            keys a resume may change); otherwise start one there.
+        overwrite: replace an existing run directory.
+        reporter: progress and messages (rank 0 only); default: stderr.
+        stop_after: testing aid: ``{stage: iteration}`` stops there as a SIGTERM would.
+
+    Raises:
+        RunError: the recipe cannot run here, or the directory does not fit.
+    """
+    device, world = _start(recipe)
+    reporter = reporter or Reporter()
+    reporter.enabled = reporter.enabled and world.is_main
+    directory = RunDirectory(run_dir)
+    if world.is_main:
+        prepare_run_dir(recipe, directory, resume=resume, overwrite=overwrite)
+    barrier()
+    seed_everything(recipe.experiment.seed, recipe.experiment.deterministic)
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    reporter.message(f"[bold]pctkit[/] run [cyan]{recipe.experiment.name}[/] -> {run_dir}")
+    data = build_data(recipe)
+    context = RunContext(
+        recipe=recipe,
+        run_dir=directory,
+        device=device,
+        world=world,
+        data=data,
+        reporter=reporter,
+        # Read after the barrier: under torchrun rank 0 may just have replaced the directory.
+        progress=directory.read_progress(),
+        stop_after=dict(stop_after or {}),
+        tensorboard=TensorBoardLog.open(directory.tensorboard) if world.is_main else None,
+    )
+    reporter.message(
+        f"data: {len(data.strong_indices)} strong + {len(data.train) - len(data.strong_indices)} weak "
+        f"training images, {len(data.val)} validation images, {data.num_classes} classes; "
+        f"device {device}, {world.world_size} worker(s), {recipe.experiment.precision}"
+    )
+    outputs = RunOutputs()
+    for stage in stages_of(recipe.retrain.enabled):
+        stage.run(context, outputs)
+    return RunOutcome(directory.path, outputs.results, {"total": time.perf_counter() - started}, world)
+
+
+def resume(run_dir: Path, *, reporter: Reporter | None = None, stop_after: dict[str, int] | None = None) -> RunOutcome:
+    """Continue the run in ``run_dir`` with the recipe saved in it."""
+    directory = RunDirectory(run_dir)
+    if not directory.holds_run():
+        raise RunError(f"cannot resume: {run_dir} holds no run (no {RunDirectory.RECIPE_JSON})")
+    # The TOML, not the JSON: keys a resume may change can be edited there.
+    recipe = load_recipe(directory.recipe_toml)
+    return run(recipe, run_dir, resume=True, reporter=reporter, stop_after=stop_after)

@@ -1,0 +1,154 @@
+"""Everything derived from the component slots declared in :mod:`pctkit.recipe.schema`.
+
+- :func:`component_slots`: where the slots are (``("model", "backbone") -> "backbones"``);
+- :func:`recipe_model`: the :class:`~pctkit.recipe.schema.Recipe` subclass in which each
+  slot is the union of the registered components' parameter models, discriminated by
+  ``type``, so that validation and the JSON Schema know every component's parameters,
+  plugins' included.
+"""
+
+from __future__ import annotations
+
+import typing
+from functools import reduce
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field, create_model
+from pydantic.fields import FieldInfo
+
+from pctkit import registry
+from pctkit.recipe.schema import ComponentSpec, Recipe, StrictModel, slot_kind
+
+ANY_KEY = "*"
+"""Stands for any key of a table of sections (``nets.<role>``) in a slot path."""
+
+
+def _sections(annotation: Any) -> tuple[type[StrictModel] | None, bool]:
+    """The section model an annotation holds, and whether it is a table of them
+    (``dict[str, Section]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, StrictModel):
+        return annotation, False
+    if typing.get_origin(annotation) is dict:
+        value = typing.get_args(annotation)[1]
+        if isinstance(value, type) and issubclass(value, StrictModel):
+            return value, True
+    return None, False
+
+
+def component_slots(model: type[BaseModel] = Recipe, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+    """Every component slot of the schema: recipe path -> component kind."""
+    found: dict[tuple[str, ...], str] = {}
+    for name, field in model.model_fields.items():
+        kind = slot_kind(field)
+        if kind is not None:
+            found[(*prefix, name)] = kind
+            continue
+        section, table = _sections(field.annotation)
+        if section is not None:
+            path = (*prefix, name, ANY_KEY) if table else (*prefix, name)
+            found.update(component_slots(section, path))
+    return found
+
+
+def slot_at(path: tuple[str, ...]) -> str | None:
+    """The component kind of the slot at ``path`` (table keys match any name)."""
+    for slot, kind in component_slots().items():
+        if len(slot) == len(path) and all(s in (ANY_KEY, p) for s, p in zip(slot, path, strict=True)):
+            return kind
+    return None
+
+
+# --------------------------------------------------------------------------- unions
+
+
+def component_model(component: registry.Component) -> type[ComponentSpec]:
+    """A section model for one component: ``type`` pinned to its name, its parameters."""
+    fields: dict[str, Any] = {
+        "type": (Literal[component.name], Field(description=component.description)),
+    }
+    for name, info in component.parameters.model_fields.items():
+        fields[name] = (info.annotation, info)
+    model: type[ComponentSpec] = create_model(
+        f"{registry.singular(component.kind).capitalize()}_{component.name.replace('.', '_')}",
+        __base__=ComponentSpec,
+        __config__=None,
+        __doc__=component.description,
+        **fields,
+    )
+    model.model_config["extra"] = "forbid"
+    model.model_config["title"] = f"{registry.singular(component.kind)} {component.name!r}"
+    model.model_rebuild(force=True)
+    return model
+
+
+def component_union(kind: str) -> Any:
+    """The type of a section of ``kind``: a union of every usable component's model,
+    discriminated by ``type``."""
+    models = [component_model(c) for c in registry.list_components(kind)]
+    if not models:
+        return ComponentSpec
+    if len(models) == 1:
+        return models[0]
+    union: Any = reduce(lambda a, b: Union[a, b], models)  # type: ignore[arg-type, return-value]  # noqa: UP007
+    return Annotated[union, Field(discriminator="type")]
+
+
+def _slot_field(field: FieldInfo, union: Any) -> tuple[Any, FieldInfo]:
+    """A slot's field with the union as its type; a default component becomes raw data
+    (the union member is chosen by its ``type``)."""
+    extra = dict(field.json_schema_extra) if isinstance(field.json_schema_extra, dict) else None
+    if field.default_factory is not None:
+        default = field.default_factory().model_dump()  # type: ignore[call-arg]
+        info = Field(default_factory=lambda: dict(default), description=field.description, json_schema_extra=extra)
+        return union, info
+    if field.default is None and not field.is_required():
+        return union | None, Field(None, description=field.description, json_schema_extra=extra)
+    return union, Field(description=field.description, json_schema_extra=extra)
+
+
+def _derive(model: type[StrictModel], unions: dict[str, Any], cache: dict[type, type]) -> type[StrictModel]:
+    """``model`` with every slot typed by its union, sections derived recursively."""
+    if model in cache:
+        return cache[model]
+    overrides: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        kind = slot_kind(field)
+        if kind is not None:
+            overrides[name] = _slot_field(field, unions[kind])
+            continue
+        section, table = _sections(field.annotation)
+        if section is None:
+            continue
+        derived = _derive(section, unions, cache)
+        if derived is section:
+            continue
+        annotation: Any = dict[str, derived] if table else derived  # type: ignore[valid-type]
+        info = _copy_field(field, derived, table)
+        overrides[name] = (annotation, info)
+    if not overrides:
+        cache[model] = model
+        return model
+    derived_model: type[StrictModel] = create_model(
+        model.__name__, __base__=model, __doc__=model.__doc__, **overrides
+    )
+    cache[model] = derived_model
+    return derived_model
+
+
+def _copy_field(field: FieldInfo, derived: type[StrictModel], table: bool) -> FieldInfo:
+    """A section field re-declared for the derived section model, same default."""
+    if field.is_required():
+        return Field(description=field.description)
+    if table:
+        return Field(default_factory=dict, description=field.description)
+    return Field(default_factory=lambda: derived(), description=field.description)
+
+
+def recipe_model() -> type[Recipe]:
+    """The :class:`Recipe` subclass whose component slots know every registered
+    component's parameters (built from the registry on each call)."""
+    kinds = set(component_slots().values())
+    unions = {kind: component_union(kind) for kind in sorted(kinds)}
+    derived = _derive(Recipe, unions, {})
+    assert issubclass(derived, Recipe)
+    return derived
