@@ -40,7 +40,9 @@ def _one_line_arrays(text: str, width: int = 100) -> str:
         line = lines[index]
         if line.endswith(" = ["):
             end = index + 1
-            while end < len(lines) and lines[end].startswith("    ") and not lines[end].rstrip().endswith("["):
+            while (
+                end < len(lines) and lines[end].startswith("    ") and not lines[end].rstrip().endswith("[")
+            ):
                 end += 1
             items = [item.strip().removesuffix(",") for item in lines[index + 1 : end]]
             joined = f"{line}{', '.join(items)}]"

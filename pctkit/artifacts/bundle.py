@@ -21,10 +21,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pctkit import __version__, tomlio
+from pctkit import tomlio
 from pctkit.artifacts.io import ArtifactError, atomic_write_text, save_tensors
 from pctkit.artifacts.models import read_metadata, read_tensors, without_initial_weights
 from pctkit.artifacts.run_dir import RunDirectory
+from pctkit.version import __version__
 
 if TYPE_CHECKING:
     from torch import nn
@@ -150,7 +151,9 @@ def export_bundle(run_dir: Path, out: Path, role: str | None = None) -> Path:
     atomic_write_text(
         bundle.recipe, tomlio.dumps({"model": model_section, "evaluation": evaluation}, header=recipe_header)
     )
-    atomic_write_text(bundle.readme, model_card(role, recipe, read_metadata(bundle.weights), run.read_results()))
+    atomic_write_text(
+        bundle.readme, model_card(role, recipe, read_metadata(bundle.weights), run.read_results())
+    )
     return out
 
 

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pctkit import __version__
 from pctkit.artifacts.io import ArtifactError, save_tensors
+from pctkit.version import __version__
 
 if TYPE_CHECKING:
     from torch import Tensor, nn

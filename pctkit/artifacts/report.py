@@ -108,7 +108,9 @@ def summarize_run(run_dir: Path) -> RunSummary:
             scored = [
                 (score, int(r["iteration"]), str(r["selects"]))
                 for r in records
-                if r.get("stage") == name and r["kind"] == "validation" and (score := _selected(r)) is not None
+                if r.get("stage") == name
+                and r["kind"] == "validation"
+                and (score := _selected(r)) is not None
             ]
             if scored:
                 # Highest score; the earliest iteration among equals, as the run keeps it.
@@ -183,7 +185,9 @@ def write_plots(run_dir: Path, out_dir: Path) -> list[Path]:
     records = summary.records
     class_names = (summary.results or {}).get("class_names") or _class_names(run_dir)
     written: list[Path] = []
-    stages = [s for s in TRAINING_STAGES if any(r.get("stage") == s and r["kind"] == "train" for r in records)]
+    stages = [
+        s for s in TRAINING_STAGES if any(r.get("stage") == s and r["kind"] == "train" for r in records)
+    ]
     if not stages:
         raise ReportError(f"{run_dir} has no logged training iterations yet (metrics.jsonl)")
 
@@ -202,9 +206,7 @@ def write_plots(run_dir: Path, out_dir: Path) -> list[Path]:
         axes.legend(fontsize="small")
     written.append(_save(figure, out_dir / "losses.png"))
 
-    with_scores = [
-        r for r in records if r.get("stage") == "cross_training" and "J" in r.get("method", {})
-    ]
+    with_scores = [r for r in records if r.get("stage") == "cross_training" and "J" in r.get("method", {})]
     if with_scores:
         figure = _figure(2)
         scores_axes, weight_axes = figure.subplots(1, 2)
@@ -222,7 +224,11 @@ def write_plots(run_dir: Path, out_dir: Path) -> list[Path]:
         for index in range(count):
             name = class_names[index] if index < len(class_names) else str(index)
             scores_axes.plot(
-                iterations, [r["method"]["J"][index] for r in ordered], label=name, linewidth=1.2, color=colours[index]
+                iterations,
+                [r["method"]["J"][index] for r in ordered],
+                label=name,
+                linewidth=1.2,
+                color=colours[index],
             )
         scores_axes.set(
             title="dynamic evaluation: J per class (pseudo net)", xlabel="iteration", ylabel="J", ylim=(0, 1)
@@ -250,8 +256,13 @@ def write_plots(run_dir: Path, out_dir: Path) -> list[Path]:
             )
             nets = list(dict.fromkeys(net for r in evaluations for net in r["nets"]))
             for net in nets:
-                for metric, style, label in (("miou", "-", "plain"), ("miou_with_labels", "--", "with labels")):
-                    points = [(r["iteration"], r["nets"][net][metric]) for r in evaluations if net in r["nets"]]
+                for metric, line_style, label in (
+                    ("miou", "-", "plain"),
+                    ("miou_with_labels", "--", "with labels"),
+                ):
+                    points = [
+                        (r["iteration"], r["nets"][net][metric]) for r in evaluations if net in r["nets"]
+                    ]
                     # One colour per net; dashed: class-aware (with image labels).
                     axes.plot(
                         [p[0] for p in points],
@@ -259,7 +270,7 @@ def write_plots(run_dir: Path, out_dir: Path) -> list[Path]:
                         color=f"C{nets.index(net)}",
                         marker="o",
                         markersize=3,
-                        linestyle=style,
+                        linestyle=line_style,
                         label=f"{net} ({label})",
                     )
             axes.set(title=f"{stage.replace('_', ' ')}: validation mIoU", xlabel="iteration", ylabel="mIoU")

@@ -139,7 +139,9 @@ class Progress:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Progress:
         """Read a ``progress.json`` document."""
-        peaks = {k: float(v) for k, v in data.get("peak_memory_gib", {}).items() if isinstance(v, int | float)}
+        peaks = {
+            k: float(v) for k, v in data.get("peak_memory_gib", {}).items() if isinstance(v, int | float)
+        }
         return cls(
             completed=list(data.get("completed", [])),
             seconds={k: float(v) for k, v in data.get("seconds", {}).items()},

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.padding import Padding
+from rich.text import Text
 
 from pctkit import registry
 from pctkit.cli.app import UserError, console, errors
@@ -42,6 +42,14 @@ def type_name(annotation: object) -> str:
     if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
+
+
+def _print_wrapped(markup: str, indent: int) -> None:
+    """Markup text word-wrapped to the console, each line indented (no trailing blanks)."""
+    width = max(20, console.width - indent)
+    for line in Text.from_markup(markup).wrap(console, width):
+        line.rstrip()
+        console.print(Text(" " * indent) + line, soft_wrap=True)
 
 
 def _kind(name: str | None) -> str | None:
@@ -88,7 +96,7 @@ def list_components(
             console.print(
                 f"  [bold cyan]{escape(component.name)}[/]  [dim]({escape(origin)})[/]", soft_wrap=True
             )
-            console.print(Padding(render_docstring(component.description), (0, 0, 0, 6), expand=False))
+            _print_wrapped(render_docstring(component.description), 6)
             for name, info in component.parameters.model_fields.items():
                 annotation = type_name(info.annotation)
                 default = "required" if info.is_required() else f"= {info.default!r}"
@@ -96,7 +104,7 @@ def list_components(
                     f"      [green]{escape(name)}[/]: {escape(annotation)} {escape(default)}", soft_wrap=True
                 )
                 if info.description:
-                    console.print(Padding(render_docstring(info.description), (0, 0, 0, 10), expand=False))
+                    _print_wrapped(render_docstring(info.description), 10)
         console.print()
     for problem in problems:
         errors.print(f"[yellow]unusable[/]: {escape(str(problem))}", highlight=False, soft_wrap=True)

@@ -10,7 +10,16 @@ import typer
 from rich.table import Table
 
 from pctkit.artifacts.run_dir import RunDirectory
-from pctkit.cli.app import DeviceOption, NetOption, QuietOption, SetOption, UserError, console, errors, recipe_path
+from pctkit.cli.app import (
+    DeviceOption,
+    NetOption,
+    QuietOption,
+    SetOption,
+    UserError,
+    console,
+    errors,
+    recipe_path,
+)
 from pctkit.cli.predict import load_predictor
 from pctkit.recipe import load_recipe
 
@@ -21,7 +30,9 @@ def _data_recipe(target: Path, data: str | None) -> Path:
         candidate = Path(data)
         if candidate.is_dir():
             if not RunDirectory(candidate).recipe_toml.is_file():
-                raise UserError(f"--data {data}: a folder must be a run directory (with {RunDirectory.RECIPE_TOML})")
+                raise UserError(
+                    f"--data {data}: a folder must be a run directory (with {RunDirectory.RECIPE_TOML})"
+                )
             return RunDirectory(candidate).recipe_toml
         return recipe_path(data)
     run = RunDirectory(target)

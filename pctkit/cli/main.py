@@ -11,7 +11,7 @@ import click
 import typer
 from rich.markup import escape
 
-from pctkit import __version__, registry
+from pctkit import registry
 from pctkit.artifacts.io import ArtifactError
 from pctkit.cli import components, export, predict, recipes, report, run, schema, validate
 from pctkit.cli.app import UserError, console, errors, print_issues
@@ -19,6 +19,7 @@ from pctkit.cli.evaluate import evaluate_command
 from pctkit.components.contracts import DataError
 from pctkit.engine.errors import NonFiniteLossError, RunError, TrainingInterrupted
 from pctkit.recipe import RecipeError
+from pctkit.version import __version__
 
 app = typer.Typer(
     name="pctkit",

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from pctkit.artifacts.run_dir import RunDirectory
 from pctkit.cli.app import (
     LogFormatOption,
     NprocOption,
@@ -73,7 +74,9 @@ def resume(
     """Continue an interrupted run from its newest intact checkpoint, with its own recipe."""
     style = log_format(log_format_name)
     if nproc > 1:
-        launch_workers(nproc, ["resume", str(run_dir), *(["--quiet"] if quiet else []), "--log-format", style])
+        launch_workers(
+            nproc, ["resume", str(run_dir), *(["--quiet"] if quiet else []), "--log-format", style]
+        )
     from pctkit.engine.reporting import Reporter
     from pctkit.engine.run import resume as resume_run
 
@@ -155,7 +158,10 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    console.print(
-        f"outputs: [cyan]{escape(str(run_dir))}[/] (recipe.toml, metrics.jsonl, *_net.safetensors, predictions.png)",
-        soft_wrap=True,
+    files = (
+        RunDirectory.RECIPE_TOML,
+        RunDirectory.METRICS,
+        f"*{RunDirectory.NET_SUFFIX}",
+        RunDirectory.PREDICTIONS,
     )
+    console.print(f"outputs: [cyan]{escape(str(run_dir))}[/] ({', '.join(files)})", soft_wrap=True)

@@ -9,11 +9,11 @@ once per iteration.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+if TYPE_CHECKING:
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LambdaLR
 
 
 def _scaled(param_groups: list[dict[str, Any]], lr: float) -> list[dict[str, Any]]:
@@ -39,6 +39,8 @@ def sgd(
         weight_decay: L2 penalty.
         nesterov: use Nesterov momentum.
     """
+    import torch
+
     return torch.optim.SGD(
         _scaled(param_groups, lr), lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
     )
@@ -59,6 +61,8 @@ def adamw(
         betas: coefficients of the running averages of the gradient and its square.
         weight_decay: decoupled weight decay.
     """
+    import torch
+
     return torch.optim.AdamW(_scaled(param_groups, lr), lr=lr, betas=betas, weight_decay=weight_decay)
 
 
@@ -81,6 +85,8 @@ def poly(
         if iteration < warmup_iterations:
             return (iteration + 1) / warmup_iterations
         return max(0.0, 1.0 - iteration / max(1, total_iterations)) ** power
+
+    from torch.optim.lr_scheduler import LambdaLR
 
     return LambdaLR(optimizer, factor)
 
@@ -106,9 +112,13 @@ def cosine(
         progress = min(1.0, iteration / max(1, total_iterations))
         return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
+    from torch.optim.lr_scheduler import LambdaLR
+
     return LambdaLR(optimizer, factor)
 
 
 def constant(optimizer: Optimizer, total_iterations: int, /) -> LambdaLR:
     """A constant learning rate."""
+    from torch.optim.lr_scheduler import LambdaLR
+
     return LambdaLR(optimizer, lambda iteration: 1.0)

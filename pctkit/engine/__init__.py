@@ -22,7 +22,7 @@ _EXPORTS = {
     "DynamicEvaluation": "pctkit.methods.dynamic_evaluation",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["DynamicEvaluation", "RunError", "RunOutcome", "resume", "run"]
 
 
 def __getattr__(name: str) -> Any:

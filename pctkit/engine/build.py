@@ -42,8 +42,9 @@ def build_backbone(model: Model) -> nn.Module:
 
 def build_head(model: Model, backbone: nn.Module, num_classes: int) -> SegmentationNet:
     """The network of a ``[model]`` section around an already built backbone."""
+    contract: Any = backbone  # out_channels and out_strides: see the backbone contract
     head = build_component(
-        "heads", model.head, list(backbone.out_channels), list(backbone.out_strides), num_classes
+        "heads", model.head, list(contract.out_channels), list(contract.out_strides), num_classes
     )
     net = SegmentationNet(
         backbone,

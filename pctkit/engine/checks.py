@@ -119,10 +119,16 @@ def _check_data(recipe: Recipe, checked: list[str]) -> tuple[SegmentationData | 
         f"{len(data.val)} validation images, {data.num_classes} classes"
     )
     if not data.strong_indices:
-        issues.append(RecipeIssue(path="data", message="the dataset has no strong (pixel-labelled) image", source="check"))
+        issues.append(
+            RecipeIssue(
+                path="data", message="the dataset has no strong (pixel-labelled) image", source="check"
+            )
+        )
     try:
         if len(data.val) == 0:
-            issues.append(RecipeIssue(path="data", message="the dataset has no validation image", source="check"))
+            issues.append(
+                RecipeIssue(path="data", message="the dataset has no validation image", source="check")
+            )
         else:
             checked.append(f"data: first validation image {data.val[0].name!r} loads")
         # Decoding every file would take minutes; one strong and one weak training image
@@ -186,7 +192,8 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
     issues += method_issues
     if traits is not None:
         checked.append(
-            f"method {recipe.method.type}: nets {', '.join(traits.roles)}; {traits.labeller} labels pseudo labels"
+            f"method {recipe.method.type}: nets {', '.join(traits.roles)}; "
+            f"{traits.labeller} labels pseudo labels"
         )
     rate_problems, rate_lines = learning_rate_notes(recipe, traits.draws_weak_images if traits else True)
     issues += rate_problems
@@ -197,7 +204,8 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
     issues += model_issues
     if not model_issues:
         checked.append(
-            f"model: builds and maps (2, 3, {size}, {size}) images to (2, {num_classes}, {size}, {size}) logits"
+            f"model: builds and maps (2, 3, {size}, {size}) images to "
+            f"(2, {num_classes}, {size}, {size}) logits"
         )
     if recipe.retrain.enabled and recipe.retrain.model != recipe.model:
         retrain_issues = _check_model(recipe.retrain.model, "retrain.model", num_classes, size)

@@ -117,7 +117,9 @@ class RunContext:
             net = torch.compile(net)  # type: ignore[assignment]
         return net
 
-    def evaluate(self, net: nn.Module, num_examples: int = 0, progress: Callable[[int], None] | None = None) -> EvaluationResult:
+    def evaluate(
+        self, net: nn.Module, num_examples: int = 0, progress: Callable[[int], None] | None = None
+    ) -> EvaluationResult:
         """The network's mIoU on the validation split, as the recipe evaluates."""
         settings = self.recipe.evaluation
         # The bare net: DDP's forward would sync buffers, and ranks hold unequal shards.
@@ -167,4 +169,3 @@ class RunContext:
         if self.recipe.experiment.precision == "fp16":
             return torch.amp.GradScaler(self.device.type)
         return None
-

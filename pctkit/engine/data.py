@@ -341,7 +341,10 @@ def micro_batches(
         micro: list[Batch] = []
         for index in range(accumulate):
             pieces = [
-                {key: part[key].chunk(accumulate)[index] for key in ("image", "mask", "image_labels", "has_mask")}
+                {
+                    key: part[key].chunk(accumulate)[index]
+                    for key in ("image", "mask", "image_labels", "has_mask")
+                }
                 for part in parts
             ]
             micro.append(

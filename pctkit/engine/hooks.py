@@ -27,8 +27,23 @@ from pctkit.engine.distributed import (
     current_world,
 )
 from pctkit.engine.errors import NonFiniteLossError, TrainingInterrupted
-from pctkit.engine.loop import Step
 from pctkit.engine.signals import StopRequest
+
+
+@dataclass
+class Step:
+    """One finished iteration, as the hooks see it."""
+
+    iteration: int
+    """Iterations done, this one included."""
+    terms: dict[str, Tensor]
+    """The iteration's loss terms, detached, averaged over its micro-batches."""
+    skipped: bool
+    """A non-finite step whose update was dropped (``experiment.skip_nonfinite``)."""
+    learning_rates: dict[str, float]
+    last: bool
+    stop: str | None = None
+    """Why the run stops after this step (a signal, or the testing aid), or ``None``."""
 
 
 @dataclass
@@ -62,7 +77,9 @@ class NonFiniteGuard:
             torch.full_like(finite, -1, dtype=torch.long),
             torch.full_like(finite, iteration, dtype=torch.long),
         )
-        self.first_bad = marker if self.first_bad is None else torch.where(self.first_bad < 0, marker, self.first_bad)
+        self.first_bad = (
+            marker if self.first_bad is None else torch.where(self.first_bad < 0, marker, self.first_bad)
+        )
         return False
 
     def check(self) -> None:
@@ -72,7 +89,9 @@ class NonFiniteGuard:
             return
         # The earliest over workers; every rank must raise together, or the others
         # would wait forever in the next collective.
-        earliest = torch.where(self.first_bad >= 0, self.first_bad, torch.full_like(self.first_bad, self.never))
+        earliest = torch.where(
+            self.first_bad >= 0, self.first_bad, torch.full_like(self.first_bad, self.never)
+        )
         earliest = -all_reduce_max(-earliest)
         self.first_bad = torch.where(earliest < self.never, earliest, torch.full_like(earliest, -1))
         if not bool((self.first_bad >= 0).any()):
@@ -125,7 +144,10 @@ class MetricsWindow:
             "kind": "train",
             "stage": self.stage,
             "iteration": step.iteration,
-            "terms": {name: total / max(1, self.steps) for name, total in zip(self.sums, means.tolist(), strict=True)},
+            "terms": {
+                name: total / max(1, self.steps)
+                for name, total in zip(self.sums, means.tolist(), strict=True)
+            },
             "lr": step.learning_rates,
             "seconds_per_iteration": elapsed / max(1, self.steps),
         }

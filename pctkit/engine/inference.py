@@ -48,7 +48,9 @@ def net_from_file(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     eval mode) with the file's metadata."""
     metadata = read_metadata(path)
     if "model" not in metadata or "class_names" not in metadata:
-        raise WeightsFileError(f"{path} was not written by pctkit (no model section or class names in its header)")
+        raise WeightsFileError(
+            f"{path} was not written by pctkit (no model section or class names in its header)"
+        )
     net = rebuild_net(metadata["model"], len(metadata["class_names"]), path)
     return net, metadata
 
@@ -163,7 +165,9 @@ def _checked_metadata(weights: Path) -> dict[str, Any]:
     metadata = read_metadata(weights)
     missing = [key for key in ("class_names", "model") if key not in metadata]
     if missing:
-        raise WeightsFileError(f"{weights} has no {' and no '.join(missing)} in its header: not written by pctkit")
+        raise WeightsFileError(
+            f"{weights} has no {' and no '.join(missing)} in its header: not written by pctkit"
+        )
     return metadata
 
 

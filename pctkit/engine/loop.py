@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -20,10 +19,8 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from pctkit.engine.distributed import no_gradient_sync
 from pctkit.engine.evaluation import autocast_context
+from pctkit.engine.hooks import Hooks, Step
 from pctkit.methods.base import Batch, Method
-
-if TYPE_CHECKING:
-    from pctkit.engine.hooks import Hooks
 
 
 @dataclass
@@ -47,22 +44,6 @@ class TrainingJob:
     device: torch.device
     precision: str = "fp32"
     scaler: torch.amp.GradScaler | None = None
-
-
-@dataclass
-class Step:
-    """One finished iteration, as the hooks see it."""
-
-    iteration: int
-    """Iterations done, this one included."""
-    terms: dict[str, Tensor]
-    """The iteration's loss terms, detached, averaged over its micro-batches."""
-    skipped: bool
-    """A non-finite step whose update was dropped (``experiment.skip_nonfinite``)."""
-    learning_rates: dict[str, float]
-    last: bool
-    stop: str | None = None
-    """Why the run stops after this step (a signal, or the testing aid), or ``None``."""
 
 
 def train(job: TrainingJob, hooks: Hooks, start: int = 0) -> None:

@@ -39,7 +39,7 @@ def format_duration(seconds: float) -> str:
     """``73`` -> ``"1:13"``, ``4000`` -> ``"1:06:40"``."""
     if not math.isfinite(seconds):
         return "?"
-    total = int(round(seconds))
+    total = round(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -72,7 +72,9 @@ class Reporter:
             rich on a terminal, plain otherwise.
     """
 
-    def __init__(self, console: Console | None = None, enabled: bool = True, log_format: LogFormat = "auto") -> None:
+    def __init__(
+        self, console: Console | None = None, enabled: bool = True, log_format: LogFormat = "auto"
+    ) -> None:
         self.console = console or Console(stderr=True)
         self.enabled = enabled
         self.plain = log_format == "plain" or (log_format == "auto" and not self.console.is_terminal)
@@ -167,4 +169,6 @@ class Reporter:
 
         self._line(f"{title} started ({total} to do)")
         yield advance, describe
-        self._line(f"{title} finished {int(state['done'])}/{total} in {format_duration(time.monotonic() - started)}")
+        self._line(
+            f"{title} finished {int(state['done'])}/{total} in {format_duration(time.monotonic() - started)}"
+        )

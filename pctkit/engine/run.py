@@ -132,7 +132,8 @@ def _start(recipe: Recipe) -> tuple[torch.device, WorldInfo]:
     if problems:
         raise RunError(
             "; ".join(
-                f"{issue.path}: {issue.message}" + (f"; {issue.hint}" if issue.hint else "") for issue in problems
+                f"{issue.path}: {issue.message}" + (f"; {issue.hint}" if issue.hint else "")
+                for issue in problems
             )
         )
     return device, world
@@ -194,7 +195,9 @@ def run(
     return RunOutcome(directory.path, outputs.results, {"total": time.perf_counter() - started}, world)
 
 
-def resume(run_dir: Path, *, reporter: Reporter | None = None, stop_after: dict[str, int] | None = None) -> RunOutcome:
+def resume(
+    run_dir: Path, *, reporter: Reporter | None = None, stop_after: dict[str, int] | None = None
+) -> RunOutcome:
     """Continue the run in ``run_dir`` with the recipe saved in it."""
     directory = RunDirectory(run_dir)
     if not directory.holds_run():

@@ -22,7 +22,9 @@ def stage_batch_sizes(recipe: Recipe, draws_weak_images: bool) -> dict[str, int]
     micro-batches (recipe batch sizes are global): strong + weak in cross training (weak
     only for methods that draw weak images), ``batch_size`` in retraining."""
     settings = recipe.cross_training
-    sizes = {"cross_training": settings.strong_batch_size + (settings.weak_batch_size if draws_weak_images else 0)}
+    sizes = {
+        "cross_training": settings.strong_batch_size + (settings.weak_batch_size if draws_weak_images else 0)
+    }
     if recipe.retrain.enabled:
         sizes["retrain"] = recipe.retrain.batch_size
     return sizes
@@ -48,7 +50,8 @@ def batch_issues(recipe: Recipe, world_size: int) -> list[RecipeIssue]:
             issues.append(
                 _issue(
                     f"cross_training.{name}",
-                    f"{batch} is not divisible by workers x accumulate = {world_size} x {settings.accumulate}",
+                    f"{batch} is not divisible by workers x accumulate = "
+                    f"{world_size} x {settings.accumulate}",
                     "the global batch is split evenly over workers and micro-batches",
                 )
             )
@@ -104,7 +107,9 @@ def device_issues(recipe: Recipe, world_size: int) -> list[RecipeIssue]:
     return issues
 
 
-def learning_rate_notes(recipe: Recipe, draws_weak_images: bool = True) -> tuple[list[RecipeIssue], list[str]]:
+def learning_rate_notes(
+    recipe: Recipe, draws_weak_images: bool = True
+) -> tuple[list[RecipeIssue], list[str]]:
     """Where a stage's batch differs from the batch its learning rate was set for:
     what the run will do about it. Returns ``(issues, lines for the report)``."""
     issues: list[RecipeIssue] = []

@@ -104,7 +104,9 @@ class TrainingStage:
             stage=self.name,
             method=method,
             optimizers=optimizers,
-            schedulers={role: build_scheduler(scheduler_spec, o, loop.iterations) for role, o in optimizers.items()},
+            schedulers={
+                role: build_scheduler(scheduler_spec, o, loop.iterations) for role, o in optimizers.items()
+            },
             batches=lambda start: micro_batches(
                 self.streams(context, method, start),
                 loop.accumulate,
@@ -149,7 +151,9 @@ class TrainingStage:
         )
         return start
 
-    def hooks(self, context: RunContext, job: TrainingJob, loop: TrainingLoop, advance: Any, describe: Any) -> Hooks:
+    def hooks(
+        self, context: RunContext, job: TrainingJob, loop: TrainingLoop, advance: Any, describe: Any
+    ) -> Hooks:
         """The stage's hooks: guard, metrics, validation, checkpoints, stops."""
         store = context.checkpoints
         method = job.method
@@ -185,15 +189,25 @@ class TrainingStage:
                 nets=list(method.nets.values()),
             )
         return Hooks(
-            guard=NonFiniteGuard(self.name, context.recipe.experiment.skip_nonfinite, context.log, job.iterations + 1),
+            guard=NonFiniteGuard(
+                self.name, context.recipe.experiment.skip_nonfinite, context.log, job.iterations + 1
+            ),
             metrics=MetricsWindow(
-                self.name, loop.log_interval, context.log, context.reporter.describe_record(describe),
-                method.log_metrics, context.device,
+                self.name,
+                loop.log_interval,
+                context.log,
+                context.reporter.describe_record(describe),
+                method.log_metrics,
+                context.device,
             ),
             validation=validation,
             checkpoint_interval=context.recipe.checkpoint.interval,
-            save_checkpoint=lambda iteration: write(store.periodic(self.name, iteration), iteration, "periodic"),
-            stop=StopPolicy(self.name, context.run_dir.path, context.device, context.stop_after.get(self.name)),
+            save_checkpoint=lambda iteration: write(
+                store.periodic(self.name, iteration), iteration, "periodic"
+            ),
+            stop=StopPolicy(
+                self.name, context.run_dir.path, context.device, context.stop_after.get(self.name)
+            ),
             progress=advance,
             nets=list(method.nets.values()),
         )
@@ -238,15 +252,27 @@ class CrossTraining(TrainingStage):
             (
                 dataset,
                 IterationBatches(
-                    data.strong_indices, settings.strong_batch_size, seed, "strong", start,
-                    settings.iterations, world.rank, world.world_size,
+                    data.strong_indices,
+                    settings.strong_batch_size,
+                    seed,
+                    "strong",
+                    start,
+                    settings.iterations,
+                    world.rank,
+                    world.world_size,
                 ),
             )
         ]
         if method.draws_weak_images and settings.weak_batch_size > 0:
             weak = IterationBatches(
-                list(range(len(data.train))), settings.weak_batch_size, seed, "weak", start,
-                settings.iterations, world.rank, world.world_size,
+                list(range(len(data.train))),
+                settings.weak_batch_size,
+                seed,
+                "weak",
+                start,
+                settings.iterations,
+                world.rank,
+                world.world_size,
             )
             streams.append((dataset, weak))
         return streams
@@ -279,8 +305,14 @@ class Retraining(TrainingStage):
             data.train, data.num_classes, context.augmentation(), context.run_dir.pseudo_labels
         )
         sampler = IterationBatches(
-            list(range(len(data.train))), recipe.retrain.batch_size, recipe.experiment.seed, "retrain",
-            start, recipe.retrain.iterations, world.rank, world.world_size,
+            list(range(len(data.train))),
+            recipe.retrain.batch_size,
+            recipe.experiment.seed,
+            "retrain",
+            start,
+            recipe.retrain.iterations,
+            world.rank,
+            world.world_size,
         )
         return [(dataset, sampler)]
 
@@ -353,7 +385,10 @@ class Evaluation:
                 results["nets"][role] = evaluations[role].summary()
                 advance(1)
         results["pseudo_labels"] = outputs.pseudo_label_quality
-        scores = {k: {"miou": v["miou"], "miou_with_labels": v["miou_with_labels"]} for k, v in results["nets"].items()}
+        scores = {
+            k: {"miou": v["miou"], "miou_with_labels": v["miou_with_labels"]}
+            for k, v in results["nets"].items()
+        }
         context.log({"kind": "evaluation", "stage": self.name, "nets": scores})
         context.record_peak_memory(self.name)  # a collective: every rank, before rank 0 writes
         seconds = time.perf_counter() - started
@@ -390,4 +425,3 @@ def stages_of(retrain: bool) -> list[Stage]:
     if retrain:
         stages += [PseudoLabels(), Retraining()]
     return [*stages, Evaluation()]
-

@@ -43,7 +43,10 @@ def pct(
     """
     from pctkit.methods.pct import PCT, PCTSettings
 
-    for name, value in (("score_power", score_power), *_weights(strong_weight, cls_weight, h2p_weight, p2h_weight)):
+    for name, value in (
+        ("score_power", score_power),
+        *_weights(strong_weight, cls_weight, h2p_weight, p2h_weight),
+    ):
         _non_negative(name, value)
     if not 0.0 <= score_momentum < 1.0:
         from pctkit.components.contracts import ParameterError

@@ -57,4 +57,3 @@ class RecipeError(Exception):
                 text += f"\n      hint: {issue.hint}"
             lines.append(text)
         return "\n".join(lines)
-

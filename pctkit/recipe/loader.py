@@ -147,7 +147,6 @@ def issues_from_validation(
 # --------------------------------------------------------------------------- loading
 
 
-
 def _exists(raw: Any, path: tuple[str, ...]) -> bool:
     node = raw
     for part in path:

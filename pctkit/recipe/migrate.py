@@ -66,7 +66,7 @@ def migrate(raw: dict[str, Any]) -> list[RecipeIssue]:
             _note(
                 "cross_training.mode",
                 "the stage-1 method is a component now",
-                f'write [method] type = {_toml(mode)} (its parameters go in [method] too)',
+                f"write [method] type = {_toml(mode)} (its parameters go in [method] too)",
             )
         )
     method_type = method.setdefault("type", "pct")
@@ -79,9 +79,15 @@ def migrate(raw: dict[str, Any]) -> list[RecipeIssue]:
         old = old or f"cross_training.{key}"
         if accepted is not None and key not in accepted:
             notes.append(
-                _note(old, f"method {method_type!r} has no parameter {key!r}; the key has no effect", "remove it")
+                _note(
+                    old,
+                    f"method {method_type!r} has no parameter {key!r}; the key has no effect",
+                    "remove it",
+                )
             )
             continue
         method.setdefault(key, value)
-        notes.append(_note(old, "method parameters moved to [method]", f"write [method] {key} = {_toml(value)}"))
+        notes.append(
+            _note(old, "method parameters moved to [method]", f"write [method] {key} = {_toml(value)}")
+        )
     return notes

@@ -56,7 +56,7 @@ def component(kind: str, description: str, default: str | None = None, *, option
         default: the component used when the recipe omits the section.
         optional: the section may be absent (``None``): another one stands in for it.
     """
-    extra = {SLOT_KEY: kind}
+    extra: dict[str, Any] = {SLOT_KEY: kind}
     if default is not None:
         return Field(
             default_factory=lambda: ComponentSpec(type=default),

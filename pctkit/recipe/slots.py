@@ -35,7 +35,9 @@ def _sections(annotation: Any) -> tuple[type[StrictModel] | None, bool]:
     return None, False
 
 
-def component_slots(model: type[BaseModel] = Recipe, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], str]:
+def component_slots(
+    model: type[BaseModel] = Recipe, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], str]:
     """Every component slot of the schema: recipe path -> component kind."""
     found: dict[tuple[str, ...], str] = {}
     for name, field in model.model_fields.items():
@@ -93,13 +95,15 @@ def component_union(kind: str) -> Any:
     return Annotated[union, Field(discriminator="type")]
 
 
-def _slot_field(field: FieldInfo, union: Any) -> tuple[Any, FieldInfo]:
+def _slot_field(field: FieldInfo, union: Any) -> tuple[Any, Any]:
     """A slot's field with the union as its type; a default component becomes raw data
     (the union member is chosen by its ``type``)."""
     extra = dict(field.json_schema_extra) if isinstance(field.json_schema_extra, dict) else None
     if field.default_factory is not None:
         default = field.default_factory().model_dump()  # type: ignore[call-arg]
-        info = Field(default_factory=lambda: dict(default), description=field.description, json_schema_extra=extra)
+        info = Field(
+            default_factory=lambda: dict(default), description=field.description, json_schema_extra=extra
+        )
         return union, info
     if field.default is None and not field.is_required():
         return union | None, Field(None, description=field.description, json_schema_extra=extra)
@@ -135,7 +139,7 @@ def _derive(model: type[StrictModel], unions: dict[str, Any], cache: dict[type, 
     return derived_model
 
 
-def _copy_field(field: FieldInfo, derived: type[StrictModel], table: bool) -> FieldInfo:
+def _copy_field(field: FieldInfo, derived: type[StrictModel], table: bool) -> Any:
     """A section field re-declared for the derived section model, same default."""
     if field.is_required():
         return Field(description=field.description)

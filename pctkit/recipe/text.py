@@ -141,4 +141,3 @@ def parse_recipe_text(
     if issues:
         raise RecipeError(issues, file)
     return raw, key_lines(text), overridden
-

@@ -9,63 +9,10 @@ normalised with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from torch import Tensor, nn
-
-
-def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-class _Block(nn.Module):
-    """A 3x3 conv-BN-ReLU, optionally with an identity shortcut."""
-
-    def __init__(self, channels: int, residual: bool) -> None:
-        super().__init__()
-        self.conv = _conv_bn_relu(channels, channels)
-        self.residual = residual
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.conv(x)
-        return out + x if self.residual else out
-
-
-class StairCNN(nn.Module):
-    """Stages that each halve the resolution; returns the maps of the chosen stages.
-
-    Stage ``i`` has stride ``2 ** (i + 1)`` and ``widths[i]`` channels.
-    """
-
-    def __init__(
-        self, widths: Sequence[int], out_stages: Sequence[int], blocks_per_stage: int, residual: bool
-    ) -> None:
-        super().__init__()
-        stages: list[nn.Module] = []
-        in_channels = 3
-        for width in widths:
-            blocks = [_Block(width, residual) for _ in range(blocks_per_stage)]
-            stages.append(nn.Sequential(_conv_bn_relu(in_channels, width, stride=2), *blocks))
-            in_channels = width
-        self.stages = nn.ModuleList(stages)
-        self.out_stages = list(out_stages)
-        # The backbone contract: what forward returns, and how inputs are normalised.
-        self.out_channels: list[int] = [widths[i] for i in self.out_stages]
-        self.out_strides: list[int] = [2 ** (i + 1) for i in self.out_stages]
-        # Trained from scratch: centring [0, 1] images is all it needs, not ImageNet's values.
-        self.mean = (0.5, 0.5, 0.5)
-        self.std = (0.5, 0.5, 0.5)
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        features: list[Tensor] = []
-        for index, stage in enumerate(self.stages[: self.out_stages[-1] + 1]):
-            x = stage(x)
-            if index in self.out_stages:
-                features.append(x)
-        return features
+if TYPE_CHECKING:
+    from pctkit_example_plugin._modules import StairCNN
 
 
 def _check(widths: Sequence[int], out_stages: Sequence[int]) -> None:
@@ -96,6 +43,8 @@ def stair_cnn_v1(
             strides 4 and 16).
     """
     _check(widths, out_stages)
+    from pctkit_example_plugin._modules import StairCNN
+
     return StairCNN(widths, out_stages, blocks_per_stage=0, residual=False)
 
 
@@ -116,4 +65,6 @@ def stair_cnn_v2(
     _check(widths, out_stages)
     if blocks_per_stage < 0:
         raise ValueError(f"blocks_per_stage must be >= 0, got {blocks_per_stage}")
+    from pctkit_example_plugin._modules import StairCNN
+
     return StairCNN(widths, out_stages, blocks_per_stage=blocks_per_stage, residual=True)

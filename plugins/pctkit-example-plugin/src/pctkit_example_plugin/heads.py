@@ -8,36 +8,10 @@ exposes its final layer as ``classifier``.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
-
-class PyramidSumHead(nn.Module):
-    """Project each map to one width, upsample to the finest, sum, refine, classify."""
-
-    def __init__(self, in_channels: list[int], num_classes: int, channels: int, dropout: float) -> None:
-        super().__init__()
-        self.laterals = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(c, channels, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
-            )
-            for c in in_channels
-        )
-        self.refine = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout),
-        )
-        self.classifier = nn.Conv2d(channels, num_classes, 1)
-
-    def forward(self, features: list[Tensor]) -> Tensor:
-        size = features[0].shape[2:]
-        total = self.laterals[0](features[0])
-        for lateral, feature in zip(self.laterals[1:], features[1:], strict=True):
-            total = total + F.interpolate(lateral(feature), size=size, mode="bilinear", align_corners=False)
-        logits: Tensor = self.classifier(self.refine(total))
-        return logits
+if TYPE_CHECKING:
+    from pctkit_example_plugin._modules import PyramidSumHead
 
 
 def pyramid_sum(
@@ -59,4 +33,6 @@ def pyramid_sum(
         raise ValueError(f"pyramid_sum needs feature maps finest first, got strides {list(in_strides)}")
     if channels < 1:
         raise ValueError(f"channels must be >= 1, got {channels}")
+    from pctkit_example_plugin._modules import PyramidSumHead
+
     return PyramidSumHead(in_channels, num_classes, channels, dropout)
