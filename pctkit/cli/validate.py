@@ -75,7 +75,7 @@ def locate(issues: list[RecipeIssue], path: Path, overrides: list[str]) -> None:
     overridden = {tuple(o.split("=", 1)[0].strip().split(".")) for o in overrides}
     for issue in issues:
         key = tuple(issue.path.split(".")) if issue.path else ()
-        if any(key[: len(o)] == o for o in overridden):
+        if any(key[: len(o)] == o or o[: len(key)] == key for o in overridden if key):
             issue.source = "--set"
         elif issue.line is None:
             issue.line = line_of(locations, key)

@@ -150,6 +150,15 @@ def _check_training_components(recipe: Recipe) -> list[RecipeIssue]:
         ("", recipe.optimizer, recipe.scheduler, recipe.cross_training.iterations),
         ("retrain.", recipe.retrain.optimizer, recipe.retrain.scheduler, recipe.retrain.iterations),
     ]
+    stages += [
+        (
+            f"nets.{role}.",
+            recipe.net_optimizer(role),
+            recipe.net_scheduler(role),
+            recipe.cross_training.iterations,
+        )
+        for role in recipe.nets
+    ]
     for prefix, optimizer_spec, scheduler_spec, total in stages:
         try:
             optimizer = build_optimizer(optimizer_spec, probe, 1.0)
@@ -191,6 +200,16 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
     traits, method_issues = method_traits(recipe, num_classes)
     issues += method_issues
     if traits is not None:
+        for role in sorted(set(recipe.nets) - set(traits.roles)):
+            issues.append(
+                RecipeIssue(
+                    path=f"nets.{role}",
+                    message=f"method {recipe.method.type!r} has no net {role!r}; "
+                    f"its nets: {', '.join(traits.roles)}",
+                    hint="name one of its nets, or remove the section",
+                    source="check",
+                )
+            )
         checked.append(
             f"method {recipe.method.type}: nets {', '.join(traits.roles)}; "
             f"{traits.labeller} labels pseudo labels"

@@ -24,7 +24,7 @@ from pctkit.engine.build import build_component, build_optimizer, build_schedule
 from pctkit.engine.context import RunContext
 from pctkit.engine.data import IterationBatches, TrainingImages, micro_batches
 from pctkit.engine.distributed import all_reduce_sum, barrier, unwrap
-from pctkit.engine.errors import TrainingInterrupted
+from pctkit.engine.errors import RunError, TrainingInterrupted
 from pctkit.engine.evaluation import EvaluationResult
 from pctkit.engine.hooks import Hooks, MetricsWindow, NonFiniteGuard, StopPolicy, Validation
 from pctkit.engine.loop import TrainingJob, train
@@ -71,8 +71,12 @@ class TrainingStage:
         """The method (with its freshly initialised nets) this stage trains."""
         raise NotImplementedError
 
-    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model, ComponentSpec, ComponentSpec]:
-        """The loop settings, the nets' model section, optimizer and schedule."""
+    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model]:
+        """The loop settings and the nets' model section."""
+        raise NotImplementedError
+
+    def components(self, context: RunContext, role: str) -> tuple[ComponentSpec, ComponentSpec]:
+        """The optimizer and the schedule of the net of ``role``."""
         raise NotImplementedError
 
     def streams(self, context: RunContext, method: Method, start: int) -> list[tuple[Any, IterationBatches]]:
@@ -89,7 +93,7 @@ class TrainingStage:
 
     def run(self, context: RunContext, outputs: RunOutputs) -> None:
         method = self.method(context)
-        loop, model, optimizer_spec, scheduler_spec = self.settings(context)
+        loop, model = self.settings(context)
         self.publish(context, outputs, method)
         if context.progress.done(self.name):
             for role, net in method.nets.items():
@@ -97,7 +101,9 @@ class TrainingStage:
             return
         optimizers = {}
         for role, net in method.nets.items():
-            optimizers[role] = build_optimizer(optimizer_spec, net, loop.classifier_lr_multiplier)
+            optimizers[role] = build_optimizer(
+                self.components(context, role)[0], net, loop.classifier_lr_multiplier
+            )
             for group in optimizers[role].param_groups:  # before the schedule records its base
                 group["lr"] *= learning_rate_factor(loop, self.batch_size(context, method))
         job = TrainingJob(
@@ -105,7 +111,8 @@ class TrainingStage:
             method=method,
             optimizers=optimizers,
             schedulers={
-                role: build_scheduler(scheduler_spec, o, loop.iterations) for role, o in optimizers.items()
+                role: build_scheduler(self.components(context, role)[1], o, loop.iterations)
+                for role, o in optimizers.items()
             },
             batches=lambda start: micro_batches(
                 self.streams(context, method, start),
@@ -229,12 +236,20 @@ class CrossTraining(TrainingStage):
             reduce_sum=all_reduce_sum,
         )
         method: Method = build_component("methods", recipe.method, inputs)
+        unknown = sorted(set(recipe.nets) - set(method.nets))
+        if unknown:
+            raise RunError(
+                f"[nets] names {', '.join(unknown)}, but method {recipe.method.type!r} has the nets "
+                f"{', '.join(method.nets)}"
+            )
         context.stage_one_nets = [method.labeller, *(r for r in method.nets if r != method.labeller)]
         return method
 
-    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model, ComponentSpec, ComponentSpec]:
-        recipe = context.recipe
-        return recipe.cross_training, recipe.model, recipe.optimizer, recipe.scheduler
+    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model]:
+        return context.recipe.cross_training, context.recipe.model
+
+    def components(self, context: RunContext, role: str) -> tuple[ComponentSpec, ComponentSpec]:
+        return context.recipe.net_optimizer(role), context.recipe.net_scheduler(role)
 
     def title(self, context: RunContext) -> str:
         return f"cross training ({context.recipe.method.type})"
@@ -292,9 +307,11 @@ class Retraining(TrainingStage):
         net = context.new_net(retrain.model, "retrained")
         return Supervised(net, "retrained", build_component("losses", retrain.loss))
 
-    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model, ComponentSpec, ComponentSpec]:
-        retrain = context.recipe.retrain
-        return retrain, retrain.model, retrain.optimizer, retrain.scheduler
+    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model]:
+        return context.recipe.retrain, context.recipe.retrain.model
+
+    def components(self, context: RunContext, role: str) -> tuple[ComponentSpec, ComponentSpec]:
+        return context.recipe.retrain.optimizer, context.recipe.retrain.scheduler
 
     def batch_size(self, context: RunContext, method: Method) -> int:
         return context.recipe.retrain.batch_size

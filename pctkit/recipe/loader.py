@@ -177,7 +177,7 @@ def _locate(
     """Give each issue its TOML line, or mark it as coming from a ``--set`` override."""
     for issue in issues:
         path = tuple(issue.path.split(".")) if issue.path else ()
-        if overridden and any(path[: len(o)] == o for o in overridden):
+        if overridden and path and any(path[: len(o)] == o or o[: len(path)] == path for o in overridden):
             issue.source = "--set"
         elif locations is not None and issue.line is None:
             issue.line = line_of(locations, path)

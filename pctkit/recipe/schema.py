@@ -204,6 +204,17 @@ class CrossTraining(TrainingLoop):
     )
 
 
+class NetSettings(StrictModel):
+    """One stage-1 net's own optimizer or schedule, over the shared ones."""
+
+    optimizer: ComponentSpec | None = component(
+        "optimizers", "This net's optimizer (default: [optimizer]).", optional=True
+    )
+    scheduler: ComponentSpec | None = component(
+        "schedulers", "This net's learning-rate schedule (default: [scheduler]).", optional=True
+    )
+
+
 class PseudoLabels(StrictModel):
     """How the final labelling net (PCT: the hybrid net) labels the weak images."""
 
@@ -273,6 +284,22 @@ class Checkpointing(StrictModel):
 class Recipe(StrictModel):
     """A complete pctkit recipe."""
 
+    def net_optimizer(self, role: str) -> ComponentSpec:
+        """The optimizer of the stage-1 net of ``role``: its own, else ``[optimizer]``."""
+        own = self.nets.get(role)
+        return self._merged(self.optimizer, own.optimizer if own else None)
+
+    def net_scheduler(self, role: str) -> ComponentSpec:
+        """The schedule of the stage-1 net of ``role``: its own, else ``[scheduler]``."""
+        own = self.nets.get(role)
+        return self._merged(self.scheduler, own.scheduler if own else None)
+
+    @staticmethod
+    def _merged(base: ComponentSpec, override: ComponentSpec | None) -> ComponentSpec:
+        if override is None:
+            return base
+        return ComponentSpec.model_validate(merge_sections(base.model_dump(), override.model_dump()))
+
     experiment: Experiment
     method: ComponentSpec = component(
         "methods", "The stage-1 training method and its parameters (see `pctkit list methods`).", "pct"
@@ -285,6 +312,11 @@ class Recipe(StrictModel):
     cross_training: CrossTraining
     optimizer: ComponentSpec = component("optimizers", "Optimizer of the stage-1 nets.")
     scheduler: ComponentSpec = component("schedulers", "Learning-rate schedule of the stage-1 nets.", "poly")
+    nets: dict[str, NetSettings] = Field(
+        default_factory=dict,
+        description="Per-net overrides by role: [nets.pseudo.scheduler] gives the pseudo net a schedule "
+        "of its own (the released PCT code keeps its rate constant).",
+    )
     retrain: Retrain
     evaluation: Evaluation = Field(default_factory=Evaluation)
     checkpoint: Checkpointing = Field(default_factory=Checkpointing)
@@ -302,19 +334,39 @@ RETRAIN_INHERITS = ("model", "optimizer", "scheduler")
 
 
 def with_retrain_defaults(data: Any) -> Any:
-    """Raw recipe data with ``retrain.model/optimizer/scheduler`` merged over the
-    top-level sections (what :class:`Recipe` validates; error messages read it too)."""
-    if not isinstance(data, dict) or not isinstance(data.get("retrain"), dict):
+    """Raw recipe data with ``retrain.model/optimizer/scheduler`` and the ``[nets]``
+    overrides merged over the top-level sections (what :class:`Recipe` validates; error
+    messages read it too)."""
+    if not isinstance(data, dict):
         return data
     data = dict(data)
-    retrain = dict(data["retrain"])
-    for key in RETRAIN_INHERITS:
-        base = data.get(key, _default_section(key))
-        if isinstance(base, BaseModel):
-            base = base.model_dump()
-        retrain[key] = merge_sections(base, retrain.get(key))
-    data["retrain"] = retrain
+    if isinstance(data.get("retrain"), dict):
+        retrain = dict(data["retrain"])
+        for key in RETRAIN_INHERITS:
+            retrain[key] = merge_sections(_section(data, key), retrain.get(key))
+        data["retrain"] = retrain
+    nets = data.get("nets")
+    if isinstance(nets, dict):
+        # A net's own optimizer or schedule is written over the shared one.
+        data["nets"] = {
+            role: {
+                key: merge_sections(_section(data, key), value) if key in NET_INHERITS else value
+                for key, value in own.items()
+            }
+            if isinstance(own, dict)
+            else own
+            for role, own in nets.items()
+        }
     return data
+
+
+NET_INHERITS = ("optimizer", "scheduler")
+"""The ``[nets.<role>]`` sections written over the top-level section of the same name."""
+
+
+def _section(data: dict[str, Any], key: str) -> Any:
+    base = data.get(key, _default_section(key))
+    return base.model_dump() if isinstance(base, BaseModel) else base
 
 
 def _default_section(key: str) -> dict[str, Any]:
