@@ -66,7 +66,7 @@ def main() -> None:
             highlight=False,
             soft_wrap=True,
         )
-        sys.exit(130)
+        sys.exit(error.exit_code)
     except (
         UserError,
         RunError,

@@ -31,6 +31,31 @@ from pctkit.recipe.schema import Model, Recipe
 
 
 @dataclass
+class RunOutputs:
+    """What stages hand on: every trained net (stage-1 nets, then the retrained one),
+    which of them labels pseudo labels, and the pseudo labels' quality."""
+
+    nets: dict[str, nn.Module] = field(default_factory=dict)
+    labeller: str = ""
+    pseudo_label_quality: dict[str, Any] | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    """``results.json``, once the final evaluation has run."""
+
+
+@dataclass
+class StageClock:
+    """Wall time spent in one stage: earlier sessions' (``before``) plus this one's."""
+
+    stage: str
+    before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def total(self) -> float:
+        """Seconds spent in the stage over every session so far."""
+        return self.before + time.perf_counter() - self.started
+
+
+@dataclass
 class RunContext:
     """Everything the stages of one run share.
 
@@ -68,18 +93,24 @@ class RunContext:
         if self.tensorboard is not None:
             self.tensorboard.write(stamped, self.data.class_names)
 
-    def complete(self, stage: str, seconds: float, *, record_memory: bool = True) -> None:
+    def complete(self, stage: str, clock: StageClock, *, record_memory: bool = True) -> None:
         """Mark a stage complete: its time and peak memory go to ``progress.json``."""
         if record_memory:
             self.record_peak_memory(stage)
         self.progress.completed.append(stage)
-        self.add_seconds(stage, seconds)
+        self.progress.seconds[stage] = clock.total()
         self.write_progress()
         barrier()
 
-    def add_seconds(self, stage: str, seconds: float) -> None:
-        """Add wall time to a stage (stages resumed several times add up)."""
-        self.progress.seconds[stage] = self.progress.seconds.get(stage, 0.0) + seconds
+    def clock(self, stage: str) -> StageClock:
+        """The wall time of a stage over all sessions of the run, from now on."""
+        return StageClock(stage, self.progress.seconds.get(stage, 0.0))
+
+    def save_time(self, clock: StageClock) -> None:
+        """Record a stage's time so far (at checkpoints, and when a session stops), so
+        ``progress.json`` adds up every session's time spent in it."""
+        self.progress.seconds[clock.stage] = clock.total()
+        self.write_progress()
 
     def write_progress(self) -> None:
         """Write ``progress.json`` (rank 0)."""

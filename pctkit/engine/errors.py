@@ -15,8 +15,10 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """SIGINT/SIGTERM (or a data error): the current step finished and a checkpoint was
-    written. ``run_dir`` names the run to resume, where known."""
+    written. ``run_dir`` names the run to resume, where known; ``exit_code`` is the
+    CLI's (130 for a signal, 1 for a data error)."""
 
-    def __init__(self, message: str, run_dir: Path | None = None) -> None:
+    def __init__(self, message: str, run_dir: Path | None = None, exit_code: int = 130) -> None:
         super().__init__(message)
         self.run_dir = run_dir
+        self.exit_code = exit_code

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pctkit.components.contracts import DataError
 from pctkit.engine.distributed import (
     all_reduce_max,
     all_reduce_mean,
@@ -252,6 +253,24 @@ class Hooks:
     progress: Callable[[int], None]
     nets: list[torch.nn.Module]
 
+    def data_error(self, done: int, start: int, error: Exception) -> TrainingInterrupted:
+        """A sample could not be read before iteration ``done + 1``: checkpoint the
+        iterations done so far (rank 0), and the error that stops the run."""
+        if done > start:
+            self.guard.check()  # a checkpoint never holds weights a non-finite step touched
+            self.save_checkpoint(done)
+        where = (
+            f"checkpoint written after iteration {done}"
+            if done > start
+            else "nothing trained since the last checkpoint"
+        )
+        return TrainingInterrupted(
+            f"data error in {self.stop.stage} at iteration {done + 1}: {error} ({where}); "
+            "fix or replace the file, then resume",
+            self.stop.run_dir,
+            exit_code=1,
+        )
+
     def stop_requests(self) -> StopRequest:
         """The signal handlers of the stage (a context manager)."""
         return StopRequest()
@@ -272,7 +291,10 @@ class Hooks:
             for net in self.nets:
                 broadcast_buffers(net)
         if validating and self.validation is not None:
-            self.validation(step)
+            try:
+                self.validation(step)
+            except DataError as error:  # a validation image: the step itself is done
+                raise self.data_error(step.iteration, step.iteration - 1, error) from None
         if periodic or step.stop or step.last:
             self.save_checkpoint(step.iteration)
         if step.stop:

@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from pctkit.components.contracts import DataError
 from pctkit.engine.distributed import no_gradient_sync
 from pctkit.engine.evaluation import autocast_context
 from pctkit.engine.hooks import Hooks, Step
@@ -53,7 +54,11 @@ def train(job: TrainingJob, hooks: Hooks, start: int = 0) -> None:
     batches = job.batches(start)
     with hooks.stop_requests() as stop:
         for iteration in range(start, job.iterations):
-            terms = forward_backward(job, next(batches))
+            try:
+                micro_batches = next(batches)
+            except DataError as error:
+                raise hooks.data_error(iteration, start, error) from None
+            terms = forward_backward(job, micro_batches)
             skipped = hooks.guard.observe(terms, iteration + 1)
             learning_rates = update(job, skipped)
             step = Step(iteration + 1, terms, skipped, learning_rates, last=iteration + 1 == job.iterations)

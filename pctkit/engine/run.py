@@ -11,25 +11,30 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from pctkit.artifacts.checkpoints import Checkpoints
+from pctkit.artifacts.lock import RunLock
 from pctkit.artifacts.run_dir import RunDirectory
 from pctkit.artifacts.tensorboard import TensorBoardLog
 from pctkit.engine.build import build_data, resolve_device
-from pctkit.engine.context import RunContext
-from pctkit.engine.distributed import WorldInfo, barrier, init_distributed
+from pctkit.engine.context import RunContext, RunOutputs
+from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, init_distributed
 from pctkit.engine.errors import RunError
 from pctkit.engine.memory import reset_peak_memory
 from pctkit.engine.reporting import Reporter
 from pctkit.engine.settings_checks import batch_issues, device_issues
-from pctkit.engine.stages import RunOutputs, stages_of
+from pctkit.engine.stages import stages_of
 from pctkit.recipe import Recipe, RecipeError, load_recipe, resolved_toml, validate_recipe_data
-from pctkit.recipe.schema import resume_mutable_keys
+from pctkit.recipe.slots import resume_mutable_keys
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -103,19 +108,70 @@ def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, over
             )
         return
     path = run_dir.path
-    if path.exists() and any(path.iterdir()):
+    if _holds_files(run_dir):
         if not overwrite:
             raise RunError(
                 f"run directory {path} already exists. Resume it with `pctkit resume {path}`, "
                 "choose another with --out, or replace it with --overwrite."
             )
-        shutil.rmtree(path)
+        for child in path.iterdir():
+            if child.name == RunDirectory.LOCK:
+                continue  # the lock this process holds stays
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     path.mkdir(parents=True, exist_ok=True)
     header = (
         "The resolved recipe of this run: every key, defaults included.\n"
         f"Re-run it with: pctkit run {run_dir.recipe_toml}"
     )
     run_dir.write_recipe(resolved_toml(recipe, header=header), current)
+
+
+def _holds_files(run_dir: RunDirectory) -> bool:
+    """Whether the folder exists with something in it besides its lock file."""
+    path = run_dir.path
+    return path.is_dir() and any(child.name != RunDirectory.LOCK for child in path.iterdir())
+
+
+def open_run_dir(
+    recipe: Recipe, run_dir: RunDirectory, *, resume: bool, overwrite: bool, purpose: str
+) -> RunLock:
+    """Lock the run directory for this process, then prepare it (see
+    :func:`prepare_run_dir`); a directory another process holds is refused at once,
+    with nothing written into it."""
+    if not resume and _holds_files(run_dir) and not overwrite:
+        prepare_run_dir(recipe, run_dir, resume=False, overwrite=False)  # raises, writing nothing
+    if resume and not run_dir.holds_run():
+        raise RunError(f"cannot resume: {run_dir} holds no run (no {RunDirectory.RECIPE_JSON})")
+    lock = RunLock.acquire(run_dir.lock_file, purpose)
+    try:
+        prepare_run_dir(recipe, run_dir, resume=resume, overwrite=overwrite)
+        if resume:
+            Checkpoints(run_dir).remove_partials()
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def on_main_process(world: WorldInfo, device: torch.device, work: Callable[[], T]) -> T | None:
+    """Run ``work`` on rank 0 alone; every rank raises if it failed there (the other
+    ranks would otherwise wait for rank 0 forever)."""
+    result: T | None = None
+    failure: BaseException | None = None
+    if world.is_main:
+        try:
+            result = work()
+        except Exception as error:  # re-raised below, on every rank
+            failure = error
+    failed = torch.tensor([1.0 if failure is not None else 0.0], device=device)
+    if world.distributed and bool(all_reduce_max(failed).item() > 0) and failure is None:
+        raise RunError("rank 0 could not start the run (its message says why)")
+    if failure is not None:
+        raise failure
+    return result
 
 
 # --------------------------------------------------------------------------- the run
@@ -164,8 +220,28 @@ def run(
     reporter = reporter or Reporter()
     reporter.enabled = reporter.enabled and world.is_main
     directory = RunDirectory(run_dir)
-    if world.is_main:
-        prepare_run_dir(recipe, directory, resume=resume, overwrite=overwrite)
+    purpose = f"pctkit {'resume' if resume else 'run'} of {recipe.experiment.name}"
+    lock = on_main_process(
+        world,
+        device,
+        lambda: open_run_dir(recipe, directory, resume=resume, overwrite=overwrite, purpose=purpose),
+    )
+    try:
+        return _run_stages(recipe, directory, device, world, reporter, stop_after)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_stages(
+    recipe: Recipe,
+    directory: RunDirectory,
+    device: torch.device,
+    world: WorldInfo,
+    reporter: Reporter,
+    stop_after: dict[str, int] | None,
+) -> RunOutcome:
+    run_dir = directory.path
     barrier()
     seed_everything(recipe.experiment.seed, recipe.experiment.deterministic)
     reset_peak_memory(device)

@@ -2,51 +2,26 @@
 evaluation.
 
 Every stage runs with the run's :class:`~pctkit.engine.context.RunContext` and passes
-what later stages need through :class:`RunOutputs`. A stage that is already complete
-(``progress.json``) only restores its outputs, so a resumed run continues in the stage
-where it stopped. The two training stages share :class:`TrainingStage`: build the
-method, restore the newest intact checkpoint, train, save the nets.
+what later stages need through :class:`~pctkit.engine.context.RunOutputs`. A stage that
+is already complete (``progress.json``) only restores its outputs, so a resumed run
+continues in the stage where it stopped. The two training stages are in
+:mod:`pctkit.engine.training`.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
-from pctkit.artifacts import checkpoints
-from pctkit.artifacts.models import load_weights
 from pctkit.artifacts.pictures import prediction_grid
-from pctkit.engine.build import build_component, build_optimizer, build_scheduler
-from pctkit.engine.context import RunContext
-from pctkit.engine.data import IterationBatches, TrainingImages, micro_batches
-from pctkit.engine.distributed import all_reduce_sum, barrier, unwrap
-from pctkit.engine.errors import RunError, TrainingInterrupted
+from pctkit.engine.context import RunContext, RunOutputs
+from pctkit.engine.distributed import unwrap
+from pctkit.engine.errors import TrainingInterrupted
 from pctkit.engine.evaluation import EvaluationResult
-from pctkit.engine.hooks import Hooks, MetricsWindow, NonFiniteGuard, StopPolicy, Validation
-from pctkit.engine.loop import TrainingJob, train
 from pctkit.engine.pseudo_labels import generate_pseudo_labels, weak_indices
-from pctkit.engine.settings_checks import learning_rate_factor
 from pctkit.engine.signals import StopRequest
-from pctkit.engine.state import job_state, load_job_state
-from pctkit.methods.base import Method, MethodInputs
-from pctkit.methods.supervised import Supervised
-from pctkit.recipe.schema import ComponentSpec, Model, TrainingLoop
-
-
-@dataclass
-class RunOutputs:
-    """What stages hand on: every trained net (stage-1 nets, then the retrained one),
-    which of them labels pseudo labels, and the pseudo labels' quality."""
-
-    nets: dict[str, nn.Module] = field(default_factory=dict)
-    labeller: str = ""
-    pseudo_label_quality: dict[str, Any] | None = None
-    results: dict[str, Any] = field(default_factory=dict)
-    """``results.json``, once the final evaluation has run."""
+from pctkit.engine.training import CrossTraining, Retraining
 
 
 class Stage(Protocol):
@@ -57,281 +32,6 @@ class Stage(Protocol):
     def run(self, context: RunContext, outputs: RunOutputs) -> None:
         """Run the stage, or only restore its outputs when it is complete."""
         ...
-
-
-# --------------------------------------------------------------------------- training
-
-
-class TrainingStage:
-    """What both training stages do; subclasses say which method, data and settings."""
-
-    name = ""
-
-    def method(self, context: RunContext) -> Method:
-        """The method (with its freshly initialised nets) this stage trains."""
-        raise NotImplementedError
-
-    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model]:
-        """The loop settings and the nets' model section."""
-        raise NotImplementedError
-
-    def components(self, context: RunContext, role: str) -> tuple[ComponentSpec, ComponentSpec]:
-        """The optimizer and the schedule of the net of ``role``."""
-        raise NotImplementedError
-
-    def streams(self, context: RunContext, method: Method, start: int) -> list[tuple[Any, IterationBatches]]:
-        """The datasets and samplers of the batches, from iteration ``start``."""
-        raise NotImplementedError
-
-    def batch_size(self, context: RunContext, method: Method) -> int:
-        """Images per iteration over all workers (for the linear scaling rule)."""
-        raise NotImplementedError
-
-    def title(self, context: RunContext) -> str:
-        """The progress line's title."""
-        return self.name.replace("_", " ")
-
-    def run(self, context: RunContext, outputs: RunOutputs) -> None:
-        method = self.method(context)
-        loop, model = self.settings(context)
-        self.publish(context, outputs, method)
-        if context.progress.done(self.name):
-            for role, net in method.nets.items():
-                load_weights(unwrap(net), context.run_dir.net_weights(role))
-            return
-        optimizers = {}
-        for role, net in method.nets.items():
-            optimizers[role] = build_optimizer(
-                self.components(context, role)[0], net, loop.classifier_lr_multiplier
-            )
-            for group in optimizers[role].param_groups:  # before the schedule records its base
-                group["lr"] *= learning_rate_factor(loop, self.batch_size(context, method))
-        job = TrainingJob(
-            stage=self.name,
-            method=method,
-            optimizers=optimizers,
-            schedulers={
-                role: build_scheduler(self.components(context, role)[1], o, loop.iterations)
-                for role, o in optimizers.items()
-            },
-            batches=lambda start: micro_batches(
-                self.streams(context, method, start),
-                loop.accumulate,
-                context.device,
-                num_workers=context.recipe.loader.num_workers,
-                pin_memory=context.recipe.loader.pin_memory and context.device.type == "cuda",
-                persistent_workers=context.recipe.loader.persistent_workers,
-                channels_last=context.recipe.experiment.channels_last,
-            ),
-            iterations=loop.iterations,
-            device=context.device,
-            precision=context.recipe.experiment.precision,
-            scaler=context.scaler(),
-        )
-        started = time.perf_counter()
-        with context.reporter.task(self.title(context), loop.iterations) as (advance, describe):
-            start = self.restore(context, job)
-            advance(start)
-            train(job, self.hooks(context, job, loop, advance, describe), start)
-        for role, net in method.nets.items():
-            context.save_net(net, role, model)
-        context.complete(self.name, time.perf_counter() - started)
-
-    def publish(self, context: RunContext, outputs: RunOutputs, method: Method) -> None:
-        """Hand the stage's nets on to later stages."""
-        outputs.nets.update(method.nets)
-
-    def restore(self, context: RunContext, job: TrainingJob) -> int:
-        """Load the stage's newest intact checkpoint; returns the iteration to start from."""
-
-        def skipped(folder: Any, problem: str) -> None:
-            context.reporter.warning(f"skipping damaged checkpoint {folder.name}: {problem}")
-
-        newest = context.checkpoints.newest_intact(self.name, skipped)
-        if newest is None:
-            return 0
-        state, _ = checkpoints.read(newest)
-        start = load_job_state(job, state)
-        context.reporter.message(
-            f"resuming {self.title(context)} at iteration {start} of {job.iterations} "
-            f"from {newest.relative_to(context.run_dir.path)}"
-        )
-        return start
-
-    def hooks(
-        self, context: RunContext, job: TrainingJob, loop: TrainingLoop, advance: Any, describe: Any
-    ) -> Hooks:
-        """The stage's hooks: guard, metrics, validation, checkpoints, stops."""
-        store = context.checkpoints
-        method = job.method
-
-        def write(folder: Any, iteration: int, kind: str, score: float | None = None) -> None:
-            if context.world.is_main:
-                metadata: dict[str, Any] = {"stage": self.name, "iteration": iteration, "kind": kind}
-                if score is not None:
-                    metadata["score"] = score
-                checkpoints.write(folder, job_state(job, iteration), metadata)
-                if kind == "periodic":
-                    store.prune(self.name, context.recipe.checkpoint.keep_last)
-            barrier()
-
-        def evaluate() -> dict[str, dict[str, float]]:
-            scores = {}
-            for role, net in method.nets.items():
-                summary = context.evaluate(net).summary()
-                scores[role] = {"miou": summary["miou"], "miou_with_labels": summary["miou_with_labels"]}
-            return scores
-
-        metric = "miou_with_labels" if method.predicts_with_image_labels else "miou"
-        validation = None
-        if loop.eval_interval:
-            validation = Validation(
-                stage=self.name,
-                interval=loop.eval_interval,
-                evaluate=evaluate,
-                selects=f"{method.labeller}.{metric}",
-                log=context.log,
-                save_best=lambda iteration, score: write(store.best(self.name), iteration, "best", score),
-                best=store.best_score(self.name),
-                nets=list(method.nets.values()),
-            )
-        return Hooks(
-            guard=NonFiniteGuard(
-                self.name, context.recipe.experiment.skip_nonfinite, context.log, job.iterations + 1
-            ),
-            metrics=MetricsWindow(
-                self.name,
-                loop.log_interval,
-                context.log,
-                context.reporter.describe_record(describe),
-                method.log_metrics,
-                context.device,
-            ),
-            validation=validation,
-            checkpoint_interval=context.recipe.checkpoint.interval,
-            save_checkpoint=lambda iteration: write(
-                store.periodic(self.name, iteration), iteration, "periodic"
-            ),
-            stop=StopPolicy(
-                self.name, context.run_dir.path, context.device, context.stop_after.get(self.name)
-            ),
-            progress=advance,
-            nets=list(method.nets.values()),
-        )
-
-
-class CrossTraining(TrainingStage):
-    """Stage 1: the recipe's method (PCT: the hybrid and pseudo nets) on strong and weak
-    images."""
-
-    name = "cross_training"
-
-    def method(self, context: RunContext) -> Method:
-        recipe = context.recipe
-        inputs = MethodInputs(
-            num_classes=context.data.num_classes,
-            new_net=lambda role, init_like=None: context.new_net(recipe.model, role, init_like),
-            segmentation_loss=build_component("losses", recipe.loss.segmentation),
-            classification_loss=build_component("losses", recipe.loss.classification),
-            reduce_sum=all_reduce_sum,
-        )
-        method: Method = build_component("methods", recipe.method, inputs)
-        unknown = sorted(set(recipe.nets) - set(method.nets))
-        if unknown:
-            raise RunError(
-                f"[nets] names {', '.join(unknown)}, but method {recipe.method.type!r} has the nets "
-                f"{', '.join(method.nets)}"
-            )
-        context.stage_one_nets = [method.labeller, *(r for r in method.nets if r != method.labeller)]
-        return method
-
-    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model]:
-        return context.recipe.cross_training, context.recipe.model
-
-    def components(self, context: RunContext, role: str) -> tuple[ComponentSpec, ComponentSpec]:
-        return context.recipe.net_optimizer(role), context.recipe.net_scheduler(role)
-
-    def title(self, context: RunContext) -> str:
-        return f"cross training ({context.recipe.method.type})"
-
-    def batch_size(self, context: RunContext, method: Method) -> int:
-        settings = context.recipe.cross_training
-        return settings.strong_batch_size + (settings.weak_batch_size if method.draws_weak_images else 0)
-
-    def streams(self, context: RunContext, method: Method, start: int) -> list[tuple[Any, IterationBatches]]:
-        recipe, data, world = context.recipe, context.data, context.world
-        settings = recipe.cross_training
-        dataset = TrainingImages(data.train, data.num_classes, context.augmentation())
-        seed = recipe.experiment.seed
-        streams: list[tuple[Any, IterationBatches]] = [
-            (
-                dataset,
-                IterationBatches(
-                    data.strong_indices,
-                    settings.strong_batch_size,
-                    seed,
-                    "strong",
-                    start,
-                    settings.iterations,
-                    world.rank,
-                    world.world_size,
-                ),
-            )
-        ]
-        if method.draws_weak_images and settings.weak_batch_size > 0:
-            weak = IterationBatches(
-                list(range(len(data.train))),
-                settings.weak_batch_size,
-                seed,
-                "weak",
-                start,
-                settings.iterations,
-                world.rank,
-                world.world_size,
-            )
-            streams.append((dataset, weak))
-        return streams
-
-    def publish(self, context: RunContext, outputs: RunOutputs, method: Method) -> None:
-        outputs.nets.update(method.nets)
-        outputs.labeller = method.labeller
-
-
-class Retraining(TrainingStage):
-    """Stage 2b: a fresh net, fully supervised on ground truth + pseudo labels."""
-
-    name = "retraining"
-
-    def method(self, context: RunContext) -> Method:
-        retrain = context.recipe.retrain
-        net = context.new_net(retrain.model, "retrained")
-        return Supervised(net, "retrained", build_component("losses", retrain.loss))
-
-    def settings(self, context: RunContext) -> tuple[TrainingLoop, Model]:
-        return context.recipe.retrain, context.recipe.retrain.model
-
-    def components(self, context: RunContext, role: str) -> tuple[ComponentSpec, ComponentSpec]:
-        return context.recipe.retrain.optimizer, context.recipe.retrain.scheduler
-
-    def batch_size(self, context: RunContext, method: Method) -> int:
-        return context.recipe.retrain.batch_size
-
-    def streams(self, context: RunContext, method: Method, start: int) -> list[tuple[Any, IterationBatches]]:
-        recipe, data, world = context.recipe, context.data, context.world
-        dataset = TrainingImages(
-            data.train, data.num_classes, context.augmentation(), context.run_dir.pseudo_labels
-        )
-        sampler = IterationBatches(
-            list(range(len(data.train))),
-            recipe.retrain.batch_size,
-            recipe.experiment.seed,
-            "retrain",
-            start,
-            recipe.retrain.iterations,
-            world.rank,
-            world.world_size,
-        )
-        return [(dataset, sampler)]
 
 
 # --------------------------------------------------------------------------- pseudo labels
@@ -349,7 +49,7 @@ class PseudoLabels:
     def run(self, context: RunContext, outputs: RunOutputs) -> None:
         data, settings = context.data, context.recipe.retrain.pseudo_labels
         indices = weak_indices(len(data.train), data.strong_indices)
-        started = time.perf_counter()
+        clock = context.clock(self.name)
         with context.reporter.task("pseudo labels", len(indices)) as (advance, _), StopRequest() as stop:
 
             def advance_or_stop(count: int) -> None:
@@ -361,26 +61,30 @@ class PseudoLabels:
                         context.run_dir.path,
                     )
 
-            quality = generate_pseudo_labels(
-                unwrap(outputs.nets[outputs.labeller]),
-                data.train,
-                indices,
-                context.run_dir.pseudo_labels,
-                data.num_classes,
-                context.device,
-                scales=settings.scales,
-                flip=settings.flip,
-                batch_size=settings.batch_size,
-                precision=context.recipe.experiment.precision,
-                colors=data.palette,
-                progress=advance_or_stop,
-            )
+            try:
+                quality = generate_pseudo_labels(
+                    unwrap(outputs.nets[outputs.labeller]),
+                    data.train,
+                    indices,
+                    context.run_dir.pseudo_labels,
+                    data.num_classes,
+                    context.device,
+                    scales=settings.scales,
+                    flip=settings.flip,
+                    batch_size=settings.batch_size,
+                    precision=context.recipe.experiment.precision,
+                    colors=data.palette,
+                    progress=advance_or_stop,
+                )
+            except BaseException:
+                context.save_time(clock)
+                raise
         scored = int(quality.matrix.sum()) > 0
         summary = {"images": len(indices), "miou": quality.miou() if scored else None}
         context.log({"kind": "pseudo_labels", "stage": self.name, **summary})
         outputs.pseudo_label_quality = summary
         if not context.progress.done(self.name):
-            context.complete(self.name, time.perf_counter() - started)
+            context.complete(self.name, clock)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -395,7 +99,7 @@ class Evaluation:
         num_pictures = context.recipe.evaluation.num_pictures
         results: dict[str, Any] = {"nets": {}, "class_names": context.data.class_names}
         evaluations: dict[str, EvaluationResult] = {}
-        started = time.perf_counter()
+        clock = context.clock(self.name)
         with context.reporter.task("evaluation", len(outputs.nets)) as (advance, _):
             for role, net in outputs.nets.items():
                 evaluations[role] = context.evaluate(net, num_examples=num_pictures)
@@ -408,18 +112,17 @@ class Evaluation:
         }
         context.log({"kind": "evaluation", "stage": self.name, "nets": scores})
         context.record_peak_memory(self.name)  # a collective: every rank, before rank 0 writes
-        seconds = time.perf_counter() - started
         if context.world.is_main:
             if num_pictures:
                 self.pictures(context, evaluations)
-            context.progress.seconds[self.name] = seconds
+            context.progress.seconds[self.name] = clock.total()
             results["seconds"] = context.progress.seconds
             results["peak_memory_gib"] = context.progress.peak_memory_gib
             results["memory_kind"] = context.progress.memory_kind
             context.run_dir.write_results(results)
         outputs.results = results
         if not context.progress.done(self.name):
-            context.complete(self.name, seconds, record_memory=False)
+            context.complete(self.name, clock, record_memory=False)
 
     def pictures(self, context: RunContext, evaluations: dict[str, EvaluationResult]) -> None:
         """``predictions.png``: image, ground truth and each net's prediction."""

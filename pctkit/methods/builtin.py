@@ -23,8 +23,8 @@ def pct(
     cls_weight: float = 1.0,
     h2p_weight: float = 1.0,
     p2h_weight: float = 1.0,
-    weight_rule: Literal["released", "strict"] = "strict",
-    p2h_mean: Literal["all_weak_pixels", "valid_pixels"] = "valid_pixels",
+    weight_rule: Literal["released", "strict"] = "released",
+    p2h_mean: Literal["all_weak_pixels", "valid_pixels"] = "all_weak_pixels",
 ) -> Method:
     """Progressive cross training: hybrid and pseudo nets teach each other (the method).
 

@@ -86,7 +86,7 @@ class DynamicEvaluation:
         union = self.target_counts + self.predicted_counts - self.true_positive_counts
         return self.true_positive_counts / union
 
-    def image_weights(self, image_labels: Tensor, power: float, rule: WeightRule = "strict") -> Tensor:
+    def image_weights(self, image_labels: Tensor, power: float, rule: WeightRule = "released") -> Tensor:
         """``w_n = (min_c J_c) ** power`` over the classes present in each image,
         ``(N,)`` float32 (METHOD.md step 4).
 

@@ -32,8 +32,8 @@ class PCTSettings:
     h2p: float = 1.0
     p2h: float = 1.0
     score_power: float = 8.0
-    weight_rule: WeightRule = "strict"
-    p2h_mean: P2HMean = "valid_pixels"
+    weight_rule: WeightRule = "released"
+    p2h_mean: P2HMean = "all_weak_pixels"
 
 
 def ground_truth_or(pseudo_labels: Tensor, masks: Tensor, has_mask: Tensor) -> Tensor:
@@ -42,7 +42,7 @@ def ground_truth_or(pseudo_labels: Tensor, masks: Tensor, has_mask: Tensor) -> T
 
 
 def weighted_pixel_mean(
-    per_pixel: Tensor, target: Tensor, image_weights: Tensor, over: P2HMean = "valid_pixels"
+    per_pixel: Tensor, target: Tensor, image_weights: Tensor, over: P2HMean = "all_weak_pixels"
 ) -> Tensor:
     """``mean_i [w_n · ℓ(i)]`` over the valid pixels of the batch, or over all of them."""
     if over == "all_weak_pixels":

@@ -391,16 +391,3 @@ def merge_sections(base: Any, override: Any) -> Any:
     for key, value in override.items():
         merged[key] = merge_sections(base.get(key), value) if key in base else copy.deepcopy(value)
     return merged
-
-
-def resume_mutable_keys(model: type[BaseModel] = Recipe, prefix: str = "") -> list[str]:
-    """Dotted keys declared with :data:`MAY_CHANGE_ON_RESUME`, found by walking the schema."""
-    keys: list[str] = []
-    for name, field in model.model_fields.items():
-        extra = field.json_schema_extra
-        if isinstance(extra, dict) and extra.get(RESUME_KEY):
-            keys.append(f"{prefix}{name}")
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, StrictModel):
-            keys += resume_mutable_keys(annotation, f"{prefix}{name}.")
-    return keys

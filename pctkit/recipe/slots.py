@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
 from pctkit import registry
-from pctkit.recipe.schema import ComponentSpec, Recipe, StrictModel, slot_kind
+from pctkit.recipe.schema import RESUME_KEY, ComponentSpec, Recipe, StrictModel, slot_kind
 
 ANY_KEY = "*"
 """Stands for any key of a table of sections (``nets.<role>``) in a slot path."""
@@ -156,3 +156,16 @@ def recipe_model() -> type[Recipe]:
     derived = _derive(Recipe, unions, {})
     assert issubclass(derived, Recipe)
     return derived
+
+
+def resume_mutable_keys(model: type[BaseModel] = Recipe, prefix: str = "") -> list[str]:
+    """Dotted keys declared with :data:`MAY_CHANGE_ON_RESUME`, found by walking the schema."""
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get(RESUME_KEY):
+            keys.append(f"{prefix}{name}")
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, StrictModel):
+            keys += resume_mutable_keys(annotation, f"{prefix}{name}.")
+    return keys
