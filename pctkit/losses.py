@@ -16,6 +16,18 @@ from torch import Tensor
 from pctkit.constants import IGNORE_INDEX
 
 
+def class_aware_logits(logits: Tensor, image_labels: Tensor) -> Tensor:
+    """The logits in fp32 with the classes an image does not contain set to ``-inf``:
+    what both the class-aware softmax and the class-aware prediction start from."""
+    present = image_labels.to(torch.bool)[:, :, None, None]
+    # fp32: under autocast log_softmax runs in fp32 anyway. Adding 0 or -inf per image and
+    # class is exact, and unlike masked_fill its backward passes gradients on uncopied.
+    bias = torch.zeros(present.shape, dtype=torch.float32, device=logits.device).masked_fill_(
+        ~present, float("-inf")
+    )
+    return logits.float() + bias
+
+
 def class_aware_log_softmax(logits: Tensor, image_labels: Tensor) -> Tensor:
     """Log of the class-aware softmax: the softmax over the classes the image contains.
 
@@ -23,17 +35,13 @@ def class_aware_log_softmax(logits: Tensor, image_labels: Tensor) -> Tensor:
     Computed as ``log_softmax`` of the masked logits, so it never overflows, also in
     fp16/bf16 (METHOD.md [pctkit]).
     """
-    present = image_labels.to(torch.bool)[:, :, None, None]
-    # log_softmax runs in fp32: under autocast it does anyway, and the masking is exact.
-    masked = logits.float().masked_fill(~present, float("-inf"))
-    return F.log_softmax(masked, dim=1)
+    return F.log_softmax(class_aware_logits(logits, image_labels), dim=1)
 
 
 def class_aware_prediction(logits: Tensor, image_labels: Tensor) -> Tensor:
     """The argmax over the classes present in each image: ``(N, H, W)`` long."""
-    present = image_labels.to(torch.bool)[:, :, None, None]
     # max().indices: the same classes as argmax, several times faster on CPU.
-    return logits.float().masked_fill(~present, float("-inf")).max(dim=1).indices
+    return class_aware_logits(logits, image_labels).max(dim=1).indices
 
 
 def class_aware_cross_entropy(
@@ -57,7 +65,19 @@ def class_aware_cross_entropy(
     of image labels and mask classes prevents that for ground truth, and class-aware
     pseudo labels are present by construction.
     """
-    log_probabilities = class_aware_log_softmax(logits, image_labels)
+    return negative_log_likelihood(
+        class_aware_log_softmax(logits, image_labels), target, ignore_index, reduction
+    )
+
+
+def negative_log_likelihood(
+    log_probabilities: Tensor,
+    target: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    reduction: Literal["mean", "none", "sum"] = "mean",
+) -> Tensor:
+    """``-log p_{t(i)}(i)`` over valid pixels, from log-probabilities ``(N, C, H, W)``;
+    ``reduction`` as in :func:`class_aware_cross_entropy`."""
     valid = target != ignore_index
     safe_target = torch.where(valid, target, torch.zeros_like(target))
     picked = log_probabilities.gather(1, safe_target.unsqueeze(1)).squeeze(1)

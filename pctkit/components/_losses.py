@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pctkit.losses import class_aware_cross_entropy as _class_aware_cross_entropy
-from pctkit.losses import finite_mean, max_pool_classification_loss
+from pctkit.losses import finite_mean, max_pool_classification_loss, negative_log_likelihood
 
 
 class ClassAwareCrossEntropy:
@@ -27,6 +27,14 @@ class ClassAwareCrossEntropy:
         reduction: Literal["mean", "none", "sum"] = "mean",
     ) -> Tensor:
         return _class_aware_cross_entropy(logits, target, image_labels, self.ignore_index, reduction)
+
+    def per_pixel_from_class_aware_logits(self, class_aware_logits: Tensor, target: Tensor) -> Tensor:
+        """Per-pixel CCE from logits already restricted to each image's classes
+        (:func:`pctkit.losses.class_aware_logits`): a method that needs the restriction
+        for its predictions too computes it once."""
+        return negative_log_likelihood(
+            F.log_softmax(class_aware_logits, dim=1), target, self.ignore_index, "none"
+        )
 
 
 class CrossEntropy:

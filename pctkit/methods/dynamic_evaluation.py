@@ -46,19 +46,18 @@ class DynamicEvaluation:
     def counts(self, pred: Tensor, gt: Tensor) -> Tensor:
         """One batch's ``(3, C)`` counts: ground truth, prediction, true positives.
 
-        Computed with ``scatter_add`` on the batch's device: no boolean indexing, so no
-        host synchronisation in the training step.
+        Computed with integer ``scatter_add`` on the batch's device: no boolean indexing,
+        so no host synchronisation in the training step. Ignored pixels add 0.
         """
-        valid = gt != self.ignore_index
-        weight = valid.flatten().to(torch.float64)
-        gt_index = torch.where(valid, gt, torch.zeros_like(gt)).flatten().to(torch.int64)
+        valid = (gt != self.ignore_index).flatten().to(torch.int64)
+        gt_index = gt.flatten().to(torch.int64) * valid  # ignored pixels count (0 times) for class 0
         pred_index = pred.flatten().to(torch.int64)
-        hits = weight * (gt_index == pred_index)
-        counts = torch.zeros(3, self.num_classes, dtype=torch.float64, device=gt.device)
-        counts[0].scatter_add_(0, gt_index, weight)
-        counts[1].scatter_add_(0, pred_index, weight)
+        hits = valid * (gt_index == pred_index)
+        counts = torch.zeros(3, self.num_classes, dtype=torch.int64, device=gt.device)
+        counts[0].scatter_add_(0, gt_index, valid)
+        counts[1].scatter_add_(0, pred_index, valid)
         counts[2].scatter_add_(0, gt_index, hits)
-        return counts
+        return counts.to(torch.float64)
 
     def update(self, pred: Tensor, gt: Tensor, decay: bool = True) -> None:
         """Fold one iteration's predictions (``(N, H, W)``) against ground truth into J.

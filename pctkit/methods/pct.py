@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from pctkit.constants import IGNORE_INDEX
-from pctkit.losses import class_aware_prediction, finite_mean
+from pctkit.losses import class_aware_logits, finite_mean
 from pctkit.methods.base import Batch, ClassificationLoss, MethodInputs, SegmentationLoss, StepResult
 from pctkit.methods.dynamic_evaluation import DynamicEvaluation, WeightRule
 
@@ -52,6 +52,42 @@ def weighted_pixel_mean(
     return finite_mean(per_pixel * image_weights[:, None, None], count.clamp(min=1.0))
 
 
+class ClassAwareView:
+    """One net's logits on a batch, restricted to each image's classes once and shared
+    by the net's class-aware prediction and its CCE terms (both use p̃, METHOD.md).
+
+    Where the segmentation loss can start from the restricted logits
+    (``per_pixel_from_class_aware_logits``, as class-aware CE can), the restriction is
+    not redone per term; any other loss is called on the raw logits. Terms take their
+    pixels from one per-pixel loss over the whole batch: no copy of a half batch's
+    logits is made, forward or backward.
+    """
+
+    def __init__(self, logits: Tensor, image_labels: Tensor, loss: SegmentationLoss) -> None:
+        self.logits = logits
+        self.image_labels = image_labels
+        self.loss = loss
+        self.masked = class_aware_logits(logits, image_labels)
+        self.shared = getattr(loss, "per_pixel_from_class_aware_logits", None)
+
+    @torch.no_grad()
+    def prediction(self) -> Tensor:
+        """The class-aware prediction ``(N, H, W)``: argmax over the present classes."""
+        return self.masked.detach().max(dim=1).indices
+
+    def per_pixel(self, target: Tensor) -> Tensor:
+        """The loss of every pixel of the batch against ``target`` (0 where ignored)."""
+        if self.shared is not None:
+            per_pixel: Tensor = self.shared(self.masked, target)
+            return per_pixel
+        return self.loss(self.logits, target, self.image_labels, reduction="none")
+
+
+def valid_pixel_mean(per_pixel: Tensor, target: Tensor) -> Tensor:
+    """The mean of per-pixel losses over the pixels ``target`` labels (0 if none)."""
+    return finite_mean(per_pixel, (target != IGNORE_INDEX).sum().clamp(min=1))
+
+
 def pct_step(
     hybrid_net: nn.Module,
     pseudo_net: nn.Module,
@@ -74,13 +110,13 @@ def pct_step(
     # 1. Forward both nets on the whole batch.
     hybrid_logits = hybrid_net(batch.images)
     pseudo_logits = pseudo_net(batch.images)
+    hybrid = ClassAwareView(hybrid_logits, labels, segmentation_loss)
+    pseudo = ClassAwareView(pseudo_logits, labels, segmentation_loss)
 
     # 2. Hard, detached pseudo labels; ground truth replaces them where it exists.
     with torch.no_grad():
-        hybrid_labels = ground_truth_or(
-            class_aware_prediction(hybrid_logits, labels), batch.masks, batch.has_mask
-        )
-        pseudo_prediction = class_aware_prediction(pseudo_logits, labels)
+        hybrid_labels = ground_truth_or(hybrid.prediction(), batch.masks, batch.has_mask)
+        pseudo_prediction = pseudo.prediction()
         pseudo_labels = ground_truth_or(pseudo_prediction, batch.masks, batch.has_mask)
 
         # 3. Dynamic evaluation of P on the strong half; 4. weights of the weak half.
@@ -89,14 +125,18 @@ def pct_step(
             labels[weak], settings.score_power, settings.weight_rule
         )
 
-    # 5. The four terms.
-    loss_strong = segmentation_loss(hybrid_logits[strong], batch.masks[strong], labels[strong])
+    # 5. The four terms. Each net's CCE is computed once over the whole batch, against
+    # the targets of its terms: H learns ground truth (strong) and Ŷ_p (weak), P learns Ŷ_h.
+    hybrid_per_pixel = hybrid.per_pixel(torch.cat([batch.masks[strong], pseudo_labels[weak]]))
+    ignored = torch.full_like(batch.masks[strong], IGNORE_INDEX)
+    pseudo_per_pixel = pseudo.per_pixel(torch.cat([ignored, hybrid_labels[weak]]))
+
+    loss_strong = valid_pixel_mean(hybrid_per_pixel[strong], batch.masks[strong])
     loss_cls = classification_loss(hybrid_logits, labels)
-    loss_h2p = segmentation_loss(pseudo_logits[weak], hybrid_labels[weak], labels[weak])
-    per_pixel_p2h = segmentation_loss(
-        hybrid_logits[weak], pseudo_labels[weak], labels[weak], reduction="none"
+    loss_h2p = valid_pixel_mean(pseudo_per_pixel[weak], hybrid_labels[weak])
+    loss_p2h = weighted_pixel_mean(
+        hybrid_per_pixel[weak], pseudo_labels[weak], image_weights, settings.p2h_mean
     )
-    loss_p2h = weighted_pixel_mean(per_pixel_p2h, pseudo_labels[weak], image_weights, settings.p2h_mean)
 
     loss = (
         settings.strong * loss_strong
