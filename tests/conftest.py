@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tiny_run import one_thread
+from tiny_run import finished_run, one_thread, run_cli
 
 from pctkit import registry
 from pctkit.components.datasets.voc_layout import write_tiny_voc
@@ -59,3 +60,23 @@ def example_plugin() -> None:
         # Installed during this session: its path file is read by the next interpreter only.
         sys.path.append(str(EXAMPLE_PLUGIN_DIR / "src"))
     registry.reset()
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The finished tiny run of ``tiny_run`` (tests must not change it)."""
+    pytest.importorskip("sklearn.datasets")  # the digit scenes need scikit-learn
+    with one_thread():
+        return finished_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The retrained net of the tiny run exported with ``pctkit export``, then moved away
+    from its run."""
+    exported = tmp_path_factory.mktemp("export") / "bundle"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        assert run_cli(["export", str(tiny_run_dir), "--out", str(exported)], monkeypatch) == 0
+    elsewhere = tmp_path_factory.mktemp("shipped") / "model"
+    shutil.copytree(exported, elsewhere)
+    return elsewhere

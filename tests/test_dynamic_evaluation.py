@@ -1,11 +1,14 @@
-"""Tests of the dynamic evaluation J against hand-computed counts (METHOD.md step 3-4)."""
+"""Tests of pctkit.methods.dynamic_evaluation: J against hand-computed counts (METHOD.md
+steps 3-4)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pctkit.engine.dynamic_evaluation import IGNORE_INDEX, DynamicEvaluation
+import pctkit.engine
+from pctkit.constants import IGNORE_INDEX
+from pctkit.methods.dynamic_evaluation import DynamicEvaluation
 
 # Two hand-worked iterations with three classes and momentum 0.9.
 # Iteration 1: the last pixel is ignored (its prediction, class 2, must not count).
@@ -45,9 +48,11 @@ def test_starts_with_t_one_and_j_zero() -> None:
     assert evaluation.predicted_counts.tolist() == [0.0] * 4
     assert evaluation.true_positive_counts.tolist() == [0.0] * 4
     assert evaluation.scores.tolist() == [0.0] * 4
-    # With J = 0 every weak image gets weight 0 (power > 0).
-    weights = evaluation.image_weights(torch.tensor([[1.0, 1.0, 0.0, 0.0]]), power=8.0)
-    assert weights.tolist() == [0.0]
+    # With J = 0 every weak image gets weight 0 under the strict rule (power > 0), and
+    # weight 1 under the released one (no present class has a score yet).
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    assert evaluation.image_weights(labels, power=8.0, rule="strict").tolist() == [0.0]
+    assert evaluation.image_weights(labels, power=8.0, rule="released").tolist() == [1.0]
 
 
 def test_one_update_by_hand_leaves_ignored_pixels_out() -> None:
@@ -137,3 +142,18 @@ def test_perfect_predictions_drive_j_towards_one() -> None:
 def test_momentum_out_of_range_is_rejected(momentum: float) -> None:
     with pytest.raises(ValueError, match="momentum"):
         DynamicEvaluation(3, momentum=momentum)
+
+
+def test_released_rule_leaves_classes_never_hit_out_of_the_min() -> None:
+    evaluation = DynamicEvaluation(3, momentum=0.9)
+    _update(evaluation, FIRST_PRED, FIRST_GT)  # J = [1/3.9, 1/2.9, 0]: class 2 never hit
+    labels = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    strict = evaluation.image_weights(labels, power=1.0, rule="strict")
+    released = evaluation.image_weights(labels, power=1.0, rule="released")
+    assert strict.tolist() == [0.0, 0.0, 0.0]
+    assert released.tolist() == pytest.approx([1 / 3.9, 1 / 3.9, 1.0])  # no scored class: w = 1
+
+
+def test_the_engine_still_exports_it() -> None:
+    """Public API kept where users import it, after the move to pctkit.methods."""
+    assert pctkit.engine.DynamicEvaluation is DynamicEvaluation

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,9 @@ scale_range = [0.75, 1.25]
 crop_size = 32
 color_jitter = 0.2
 
+[method]
+type = "pct"
+
 {TINY_NET_TOML}
 [cross_training]
 iterations = 6
@@ -132,14 +135,13 @@ def subprocess_environment(**changes: str) -> dict[str, str]:
 
 def run_in_process(recipe_path: Path, run_dir: Path, overrides: list[str] | None = None) -> Path:
     """Run the recipe to its end in this process, on one thread; returns the run folder."""
-    from pctkit.engine.pipeline import Run, prepare_run_dir
     from pctkit.engine.reporting import Reporter
+    from pctkit.engine.run import run
     from pctkit.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, overrides or [])
-    prepare_run_dir(recipe, run_dir, resume=False, overwrite=False)
     with one_thread():
-        Run(recipe, run_dir, Reporter(enabled=False)).execute()
+        run(recipe, run_dir, reporter=Reporter(enabled=False))
     return run_dir
 
 
@@ -208,26 +210,24 @@ def hooked_main() -> None:
 
         pseudo_labels.save_palette_png = save_then_stop
     else:
-        import pctkit.engine.trainer as trainer
+        import pctkit.artifacts.checkpoints as checkpoints
+        import pctkit.engine.loop as loop
 
-        write_checkpoint = trainer.write_checkpoint
+        write = checkpoints.write
+        forward_backward = loop.forward_backward
 
-        def checkpoint_then_arm(
-            context: Any, stage: Any, scaler: Any, iteration: int, kind: str, **kw: Any
-        ) -> Path:
-            directory = write_checkpoint(context, stage, scaler, iteration, kind, **kw)
-            if stage.name == stage_name and iteration == after and kind == "periodic":
-                compute: Callable[..., Any] = stage.compute
+        def signalled_forward_backward(*args: Any) -> Any:
+            loop.forward_backward = forward_backward  # once
+            os.kill(os.getpid(), signal_number)
+            return forward_backward(*args)
 
-                def signalled_compute(*args: Any) -> Any:
-                    stage.compute = compute
-                    os.kill(os.getpid(), signal_number)
-                    return compute(*args)
+        def write_then_arm(folder: Path, state: Any, metadata: Any) -> None:
+            write(folder, state, metadata)
+            point = (metadata["stage"], metadata["iteration"], metadata["kind"])
+            if point == (stage_name, after, "periodic"):
+                loop.forward_backward = signalled_forward_backward
 
-                stage.compute = signalled_compute
-            return directory
-
-        trainer.write_checkpoint = checkpoint_then_arm  # type: ignore[assignment]
+        checkpoints.write = write_then_arm
 
     from pctkit.cli.main import main
 

@@ -1,28 +1,29 @@
-"""Tests of one PCT iteration: each loss term recomputed here independently (METHOD.md)."""
+"""Tests of pctkit.methods.pct: one PCT iteration, each loss term recomputed here
+independently (METHOD.md), and the ``PCT`` method object around it."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pctkit.engine.cross_training import (
-    Batch,
-    PCTWeights,
-    ground_truth_or,
-    hybrid_step,
-    pct_step,
-    supervised_step,
-    weighted_pixel_mean,
-)
-from pctkit.engine.dynamic_evaluation import DynamicEvaluation
+from pctkit.constants import IGNORE_INDEX
 from pctkit.losses import class_aware_cross_entropy, max_pool_classification_loss
+from pctkit.methods.base import Batch, MethodInputs
+from pctkit.methods.dynamic_evaluation import DynamicEvaluation
+from pctkit.methods.pct import PCT, PCTSettings, ground_truth_or, pct_step, weighted_pixel_mean
 
 NUM_CLASSES = 4
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 MOMENTUM = 0.5
-WEIGHTS = PCTWeights(strong=1.0, cls=0.5, h2p=2.0, p2h=3.0, score_power=2.0)
+# The strict weight rule and the mean over labelled pixels: what _expected_terms computes.
+WEIGHTS = PCTSettings(
+    strong=1.0, cls=0.5, h2p=2.0, p2h=3.0, score_power=2.0, weight_rule="strict", p2h_mean="valid_pixels"
+)
 
 
 def _net(seed: int) -> nn.Module:
@@ -244,34 +245,6 @@ def test_pct_step_without_weak_images(nets: tuple[nn.Module, nn.Module]) -> None
     assert torch.isfinite(result.loss)
 
 
-def test_hybrid_step_is_strong_cce_plus_classification(nets: tuple[nn.Module, nn.Module]) -> None:
-    hybrid_net, pseudo_net = nets
-    batch = _batch(pseudo_net)
-    result = hybrid_step(hybrid_net, batch, _segmentation_loss, max_pool_classification_loss, WEIGHTS)
-    expected = _expected_terms(hybrid_net, pseudo_net, batch)
-    assert set(result.terms) == {"loss_strong", "loss_cls"}
-    assert result.terms["loss_strong"].item() == pytest.approx(expected["loss_strong"].item(), rel=1e-5)
-    assert result.terms["loss_cls"].item() == pytest.approx(expected["loss_cls"].item(), rel=1e-5)
-    total = WEIGHTS.strong * expected["loss_strong"] + WEIGHTS.cls * expected["loss_cls"]
-    assert result.loss.item() == pytest.approx(total.item(), rel=1e-5)
-
-
-def test_supervised_step_is_plain_cross_entropy_over_all_classes() -> None:
-    net = _net(3)
-    generator = torch.Generator().manual_seed(4)
-    images = torch.rand(2, 3, 4, 4, generator=generator)
-    masks = torch.randint(0, NUM_CLASSES, (2, 4, 4), generator=generator)
-    masks[0, 0] = IGNORE
-    result = supervised_step(net, images, masks)
-    logits = net(images)
-    per_pixel = -F.log_softmax(logits, dim=1).gather(1, masks.clamp(max=NUM_CLASSES - 1)[:, None])[:, 0]
-    valid = masks != IGNORE
-    expected = per_pixel[valid].mean()
-    assert result.terms["loss_ce"].item() == pytest.approx(expected.item(), rel=1e-5)
-    result.loss.backward()
-    assert isinstance(net, nn.Conv2d) and net.weight.grad is not None and net.weight.grad.abs().sum() > 0
-
-
 def test_ground_truth_or_and_weighted_pixel_mean() -> None:
     pseudo = torch.tensor([[[1, 1]], [[2, 2]]])
     masks = torch.tensor([[[0, IGNORE]], [[3, 3]]])
@@ -279,5 +252,114 @@ def test_ground_truth_or_and_weighted_pixel_mean() -> None:
     assert replaced.tolist() == [[[0, IGNORE]], [[2, 2]]]
     per_pixel = torch.tensor([[[2.0, 0.0]], [[4.0, 6.0]]])
     # (0.5·2 + 0.25·(4 + 6)) over the three valid pixels.
-    mean = weighted_pixel_mean(per_pixel, replaced, torch.tensor([0.5, 0.25]))
+    mean = weighted_pixel_mean(per_pixel, replaced, torch.tensor([0.5, 0.25]), over="valid_pixels")
     assert mean.item() == pytest.approx(3.5 / 3)
+
+
+def test_weighted_pixel_mean_over_all_weak_pixels_divides_by_every_pixel() -> None:
+    """The released code's ``torch.mean``: ignored pixels count 0 but still divide."""
+    per_pixel = torch.tensor([[[2.0, 0.0]], [[4.0, 6.0]]])
+    target = torch.tensor([[[0, IGNORE]], [[2, 2]]])
+    mean = weighted_pixel_mean(per_pixel, target, torch.tensor([0.5, 0.25]), over="all_weak_pixels")
+    assert mean.item() == pytest.approx(3.5 / 4)
+
+
+def test_p2h_mean_setting_reaches_the_step(nets: tuple[nn.Module, nn.Module]) -> None:
+    hybrid_net, pseudo_net = nets
+    batch = _batch(pseudo_net)
+    _, valid_terms, _ = _run(hybrid_net, pseudo_net, batch)
+    settings = dataclasses.replace(WEIGHTS, p2h_mean="all_weak_pixels")
+    result = pct_step(
+        hybrid_net,
+        pseudo_net,
+        batch,
+        DynamicEvaluation(NUM_CLASSES, momentum=MOMENTUM),
+        _segmentation_loss,
+        max_pool_classification_loss,
+        settings,
+    )
+    # Same weighted sum, over 3 x 16 weak pixels instead of the 44 labelled ones.
+    expected = valid_terms["loss_p2h"].item() * 44 / 48
+    assert result.terms["loss_p2h"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_released_weight_rule_reaches_the_step(nets: tuple[nn.Module, nn.Module]) -> None:
+    """With the released rule, classes P has never hit leave the min: weak images whose
+    present classes were all missed get w = 1 instead of 0."""
+    hybrid_net, pseudo_net = nets
+    batch = _batch(pseudo_net)
+    _, strict_terms, evaluation = _run(hybrid_net, pseudo_net, batch)
+    released = pct_step(
+        hybrid_net,
+        pseudo_net,
+        batch,
+        DynamicEvaluation(NUM_CLASSES, momentum=MOMENTUM),
+        _segmentation_loss,
+        max_pool_classification_loss,
+        dataclasses.replace(WEIGHTS, weight_rule="released"),
+    )
+    expected = evaluation.image_weights(batch.image_labels[2:], WEIGHTS.score_power, "released")
+    assert released.terms["mean_w"].item() == pytest.approx(expected.mean().item(), rel=1e-6)
+    assert released.terms["mean_w"].item() >= strict_terms["mean_w"].item()
+
+
+# --------------------------------------------------------------------------- the method object
+
+
+def _inputs(reduce_sum: Any = None) -> MethodInputs:
+    seeds = {"hybrid": 1, "pseudo": 2}
+    return MethodInputs(
+        num_classes=NUM_CLASSES,
+        new_net=lambda role, init_like=None: _net(seeds[init_like or role]),
+        segmentation_loss=_segmentation_loss,
+        classification_loss=max_pool_classification_loss,
+        reduce_sum=reduce_sum or (lambda tensor: tensor),
+    )
+
+
+def test_pct_method_steps_like_pct_step_and_decays_once_per_iteration() -> None:
+    method = PCT(_inputs(), WEIGHTS, score_momentum=MOMENTUM)
+    assert list(method.nets) == ["hybrid", "pseudo"] and method.labeller == "hybrid"
+    assert method.draws_weak_images and method.predicts_with_image_labels
+    batch = _batch(method.nets["pseudo"])
+    expected_loss, _, expected_evaluation = _run(_net(1), _net(2), batch)
+    result = method.step(batch, micro_index=0)
+    assert result.loss.item() == pytest.approx(expected_loss.item(), rel=1e-6)
+    assert set(result.terms) == {"loss_strong", "loss_cls", "loss_h2p", "loss_p2h", "mean_w"}
+    assert torch.equal(method.dynamic_evaluation.scores, expected_evaluation.scores)
+    # A second micro-batch of the same iteration adds its counts without a decay.
+    before = method.dynamic_evaluation.target_counts.clone()
+    method.step(batch, micro_index=1)
+    valid_strong = int((batch.masks[:2] != IGNORE).sum())
+    assert method.dynamic_evaluation.target_counts.sum().item() == pytest.approx(
+        before.sum().item() + valid_strong
+    )
+
+
+def test_pct_method_state_is_j_and_it_is_logged() -> None:
+    method = PCT(_inputs(), WEIGHTS, score_momentum=MOMENTUM)
+    method.step(_batch(method.nets["pseudo"]), micro_index=0)
+    scores = method.dynamic_evaluation.scores
+    logged = method.log_metrics()
+    assert logged["J"] == pytest.approx(scores.tolist(), abs=1e-5) and len(logged["J"]) == NUM_CLASSES
+    restored = PCT(_inputs(), WEIGHTS, score_momentum=MOMENTUM)
+    restored.load_state_dict(method.state_dict())
+    assert torch.equal(restored.dynamic_evaluation.scores, scores)
+
+
+def test_pct_method_sums_the_counts_over_workers() -> None:
+    """Under DDP the counts of one iteration are reduced before the update."""
+    reduced: list[Tensor] = []
+
+    def twice(tensor: Tensor) -> Tensor:  # as if a second worker had the same counts
+        reduced.append(tensor)
+        return tensor * 2
+
+    method = PCT(_inputs(twice), WEIGHTS, score_momentum=MOMENTUM)
+    batch = _batch(method.nets["pseudo"])
+    method.step(batch, micro_index=0)
+    valid_strong = int((batch.masks[:2] != IGNORE).sum())
+    assert len(reduced) == 1
+    assert method.dynamic_evaluation.target_counts.sum().item() == pytest.approx(
+        NUM_CLASSES * MOMENTUM + 2 * valid_strong
+    )
