@@ -1,4 +1,4 @@
-"""``pctkit report``: the summary of a run, and its plots."""
+"""pctkit.artifacts.report and ``pctkit report``: the summary of a run, and its plots."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from tiny_run import finished_run, run_cli
 
-from pctkit.artifacts.report import PlotError, read_metrics, summarize_run, write_plots
+from pctkit.artifacts import checkpoints
+from pctkit.artifacts.report import PlotError, ReportError, summarize_run, write_plots
+from pctkit.artifacts.run_dir import RunDirectory
 
 pytest.importorskip("sklearn.datasets")  # the digit scenes need scikit-learn
 
@@ -29,14 +32,17 @@ def test_summary_of_a_finished_run(run_dir: Path) -> None:
     assert (stages["cross_training"].iterations_done, stages["cross_training"].iterations) == (6, 6)
     assert all(stage.seconds is not None and stage.seconds > 0 for stage in summary.stages)
     validations = [
-        r["validation"]["hybrid_miou_with_labels"]
+        r["nets"]["hybrid"]["miou_with_labels"]
         for r in summary.records
-        if r.get("stage") == "cross_training" and "validation" in r
+        if r.get("stage") == "cross_training" and r["kind"] == "validation"
     ]
     assert len(validations) == 2  # eval_interval 3 of 6 iterations
-    assert stages["cross_training"].best_metric == "hybrid_miou_with_labels"
+    assert stages["cross_training"].best_metric == "hybrid.miou_with_labels"
     assert stages["cross_training"].best_value == max(validations)
-    assert stages["retraining"].final_loss is not None
+    assert stages["cross_training"].best_iteration == 3  # the earliest of equal scores
+    assert stages["retraining"].best_metric == "retrained.miou"
+    last = [r for r in summary.records if r.get("stage") == "retraining" and r["kind"] == "train"][-1]
+    assert stages["retraining"].final_loss == last["terms"]["loss"]
     assert summary.results is not None and set(summary.results["nets"]) == {"hybrid", "pseudo", "retrained"}
 
 
@@ -67,22 +73,26 @@ def test_report_of_a_crashed_run_reads_what_is_there(tmp_path: Path, run_dir: Pa
     crashed.mkdir()
     (crashed / "recipe.json").write_text((run_dir / "recipe.json").read_text())
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    kept = [line for line in lines if json.loads(line)["stage"] == "cross_training"][:4]
+    kept = [line for line in lines if json.loads(line)["stage"] == "cross_training"][:3]
     # Iteration 2 logged twice (before a crash and after the resume): the later one wins.
     again = json.loads(kept[1])
-    again["loss"] = 123.0
+    again["terms"]["loss"] = 123.0
     (crashed / "metrics.jsonl").write_text("\n".join([*kept, json.dumps(again), '{"stage": "cro']))
-    (crashed / "checkpoints" / "cross_training-00000004").mkdir(parents=True)
-    (crashed / "checkpoints" / "cross_training-00000004" / "state.json").write_text("{}")
+    # The newest intact checkpoint is at 4; a damaged one at 5 does not count.
+    checkpoint_folder = crashed / "checkpoints"
+    checkpoints.write(checkpoint_folder / "cross_training-00000004", {"x": torch.zeros(1)}, {})
+    (checkpoint_folder / "cross_training-00000005").mkdir()
+    (checkpoint_folder / "cross_training-00000005" / "state.json").write_text("{}")
 
-    records = read_metrics(crashed)
-    assert [r["loss"] for r in records if r.get("iteration") == 2] == [123.0]
+    records = RunDirectory(crashed).read_records()
+    assert [r["terms"]["loss"] for r in records if r.get("iteration") == 2] == [123.0]
     summary = summarize_run(crashed)
     stages = {stage.name: stage for stage in summary.stages}
     assert summary.completed == [] and summary.results is None
     assert stages["cross_training"].iterations_done == 4  # from the checkpoint
+    assert stages["cross_training"].final_loss == json.loads(kept[2])["terms"]["loss"]
     written = write_plots(crashed, tmp_path / "plots")
-    assert [path.name for path in written][:2] == ["losses.png", "dynamic_evaluation.png"]
+    assert [path.name for path in written] == ["losses.png", "dynamic_evaluation.png"]
 
 
 def test_report_without_matplotlib_says_how_to_get_it(
@@ -101,18 +111,13 @@ def test_report_of_a_folder_without_a_run(
 ) -> None:
     assert run_cli(["report", str(tmp_path)], monkeypatch) == 1
     assert "no run" in capsys.readouterr().err
+    with pytest.raises(ReportError, match="holds no run"):
+        summarize_run(tmp_path)
 
 
-def test_metrics_go_to_tensorboard_event_files_when_it_is_installed(run_dir: Path) -> None:
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir / "tensorboard"))
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    assert {"cross_training/loss_p2h", "cross_training/mean_w", "retraining/loss_ce"} <= tags
-    assert {"cross_training/J/background", "cross_training/validation/hybrid_miou"} <= tags
-    assert [event.step for event in events.Scalars("cross_training/loss")] == [1, 2, 3, 4, 5, 6]
-    records = read_metrics(run_dir)
-    logged = [r["loss_ce"] for r in records if r.get("stage") == "retraining" and "loss_ce" in r]
-    assert [event.value for event in events.Scalars("retraining/loss_ce")] == pytest.approx(logged)
+def test_plots_need_logged_iterations(tmp_path: Path, run_dir: Path) -> None:
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "recipe.json").write_text((run_dir / "recipe.json").read_text())
+    with pytest.raises(ReportError, match=r"no logged training iterations yet \(metrics\.jsonl\)"):
+        write_plots(started, tmp_path / "plots")
