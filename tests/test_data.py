@@ -17,7 +17,9 @@ from pctkit.engine.data import (
     augment,
     images_to_float,
     labels_vector,
+    micro_batches,
     pad_collate,
+    raise_data_error,
     stable_seed,
     to_tensors,
 )
@@ -149,8 +151,38 @@ def test_training_images_label_sources(tmp_path: Path) -> None:
     assert not labelled["has_mask"]
     assert labelled["mask"].eq(2).all()
 
-    with pytest.raises(DataError, match="pseudo label missing for 'weak_0'"):
-        TrainingImages(source, 3, AugmentationSettings(), tmp_path / "elsewhere")[(1, 0)]
+    # Errors travel as data (a loader worker's exception would reach the main process
+    # only as traceback text); the batch carries the message that names the file.
+    missing = TrainingImages(source, 3, AugmentationSettings(), tmp_path / "elsewhere")
+    item = missing[(1, 0)]
+    assert set(item) == {"error"} and "pseudo label missing for 'weak_0'" in item["error"]
+    batch = pad_collate([missing[(0, 0)], item])
+    with pytest.raises(DataError, match=r"pseudo label missing for 'weak_0': .*elsewhere/weak_0\.png"):
+        raise_data_error(batch)
+    raise_data_error(pad_collate([missing[(0, 0)]]))  # a batch without errors passes
+
+
+def test_micro_batches_put_strong_first_split_for_accumulation_and_raise_data_errors(tmp_path: Path) -> None:
+    samples = [_coded_sample(f"s{i}") for i in range(4)] + [
+        _coded_sample(f"w{i}", with_mask=False) for i in range(4)
+    ]
+    source = ListSource(samples)
+    dataset = TrainingImages(source, 3, AugmentationSettings())
+    strong = IterationBatches([0, 1, 2, 3], 4, 0, "strong", 0, 2)
+    weak = IterationBatches([4, 5, 6, 7], 2, 0, "weak", 0, 2)
+    iterations = list(micro_batches([(dataset, strong), (dataset, weak)], 2, torch.device("cpu")))
+    assert len(iterations) == 2 and all(len(parts) == 2 for parts in iterations)
+    first = iterations[0][0]
+    assert first.num_strong == 2 and first.images.shape == (3, 3, 6, 8)  # 2 strong + 1 weak
+    assert first.images.dtype == torch.float32 and float(first.images.max()) <= 1.0
+    assert first.has_mask.tolist() == [True, True, False]
+    assert first.masks[first.weak].eq(IGNORE_INDEX).all()
+    assert first.strong == slice(0, 2) and first.weak == slice(2, 3)
+    # A missing pseudo label stops the stage with the file's name, not a worker traceback.
+    retraining = TrainingImages(source, 3, AugmentationSettings(), tmp_path)
+    sampler = IterationBatches([4, 5], 2, 0, "retrain", 0, 1)
+    with pytest.raises(DataError, match="pseudo label missing for 'w"):
+        next(micro_batches([(retraining, sampler)], 1, torch.device("cpu")))
 
 
 def test_evaluation_images_can_use_reference_masks() -> None:

@@ -1,14 +1,14 @@
 """Numerics, memory and throughput options of a run, on CPU.
 
 Precision (``experiment.precision``, ``channels_last``), gradient accumulation,
-activation checkpointing, linear learning-rate scaling, peak memory in the results,
-and a training loop free of per-step host synchronisation.
+activation checkpointing, linear learning-rate scaling and peak memory in the results.
+The learning-rate notes are tested in ``test_settings_checks.py``, the loop's host
+synchronisation in ``test_loop.py``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,18 @@ import torch
 import torch.nn.functional as F
 from tiny_run import TINY_NET_TOML
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 
-from pctkit.artifacts.io import load_state
+from pctkit.artifacts import checkpoints
 from pctkit.components.losses import class_aware_cross_entropy, max_pool_soft_margin
 from pctkit.engine.build import build_net
-from pctkit.engine.checks import check_recipe, learning_rate_factor, learning_rate_notes
-from pctkit.engine.cross_training import Batch, PCTWeights, StepResult, pct_step
-from pctkit.engine.dynamic_evaluation import DynamicEvaluation
+from pctkit.engine.checks import check_recipe
+from pctkit.engine.errors import RunError
 from pctkit.engine.evaluation import autocast_context
-from pctkit.engine.pipeline import Run, RunError, prepare_run_dir
 from pctkit.engine.reporting import Reporter
-from pctkit.engine.trainer import LoopContext, Stage, run_stage
+from pctkit.engine.run import run
+from pctkit.methods.base import Batch
+from pctkit.methods.dynamic_evaluation import DynamicEvaluation
+from pctkit.methods.pct import PCTSettings, pct_step
 from pctkit.recipe import Recipe, load_recipe
 from pctkit.recipe.schema import ComponentSpec, Model
 
@@ -49,6 +49,9 @@ canvas_size = 32
 min_digit_size = 8
 max_digit_size = 16
 digit_classes = [0, 1, 7]
+
+[method]
+type = "pct"
 
 {TINY_NET_TOML}
 [cross_training]
@@ -82,14 +85,14 @@ def tiny_recipe(folder: Path, *overrides: str) -> Recipe:
 
 def train(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
     """A complete run on one process; returns its results."""
-    prepare_run_dir(recipe, run_dir, resume=False, overwrite=False)
-    return Run(recipe, run_dir, Reporter(enabled=False)).execute().results
+    return run(recipe, run_dir, reporter=Reporter(enabled=False)).results
 
 
 def logged(run_dir: Path, key: str) -> list[Any]:
-    """Every logged value of ``key``, in order."""
+    """``key`` of every cross-training record, in order (``loss`` is a term)."""
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [record[key] for record in records if key in record]
+    trained = [r for r in records if r["kind"] == "train" and r["stage"] == "cross_training"]
+    return [r["terms"][key] if key in r["terms"] else r[key] for r in trained]
 
 
 def tiny_model(activation_checkpointing: bool = False) -> Model:
@@ -155,7 +158,7 @@ def test_pct_step_terms_are_finite_under_autocast(precision: str) -> None:
             evaluation,
             class_aware_cross_entropy(),
             max_pool_soft_margin(),
-            PCTWeights(score_power=2.0),
+            PCTSettings(score_power=2.0),
         )
     result.loss.backward()
     assert torch.isfinite(result.loss)
@@ -181,40 +184,21 @@ def test_bf16_channels_last_run_end_to_end_with_scaled_learning_rate(tmp_path: P
     # The rate each step used: base 1e-3 x (4 + 4) / 4, then poly (1 - 1/2) ** 0.9.
     rates = [record["hybrid"] for record in logged(tmp_path / "run", "lr")]
     assert rates == pytest.approx([2e-3, 2e-3 * 0.5**0.9])
-    assert results["peak_memory_gib"] == {"cross_training": "n/a", "evaluation": "n/a"}
+    # CPU runs record their resident memory per stage.
+    assert list(results["peak_memory_gib"]) == ["cross_training", "evaluation"]
+    assert all(0 < peak < 64 for peak in results["peak_memory_gib"].values())
+    assert results["memory_kind"] == "resident memory (RSS)"
 
 
 def test_fp16_on_cpu_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     recipe = tiny_recipe(tmp_path, 'experiment.precision="fp16"')
     with pytest.raises(RunError, match=r"'fp16' needs CUDA; use 'bf16' or 'fp32' on CPU"):
-        Run(recipe, tmp_path / "run")
+        run(recipe, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
     issues, _ = check_recipe(recipe)
     assert [(issue.path, issue.hint) for issue in issues] == [
         ("experiment.precision", "use 'bf16' or 'fp32' on CPU")
     ]
-
-
-# --------------------------------------------------------------------------- batch and lr
-
-
-def test_validate_says_when_the_batch_differs_from_the_reference(tmp_path: Path) -> None:
-    recipe = tiny_recipe(tmp_path, "cross_training.reference_batch_size=10")
-    issues, lines = learning_rate_notes(recipe)
-    assert issues == []
-    assert lines == [
-        "cross_training: batch 8 differs from reference_batch_size 10: learning rate NOT scaled "
-        "(set cross_training.scale_lr = true for x0.8)"
-    ]
-    assert learning_rate_factor(recipe.cross_training) == 1.0
-    scaled = tiny_recipe(tmp_path, "cross_training.reference_batch_size=10", "cross_training.scale_lr=true")
-    assert learning_rate_factor(scaled.cross_training) == pytest.approx(0.8)
-    assert "scaled linearly x0.8" in learning_rate_notes(scaled)[1][0]
-    supervised = tiny_recipe(
-        tmp_path, 'cross_training.mode="supervised"', "cross_training.reference_batch_size=4"
-    )
-    assert "equals reference_batch_size" in learning_rate_notes(supervised)[1][0]  # no weak images
-    unstated = tiny_recipe(tmp_path, "cross_training.scale_lr=true")
-    assert [issue.path for issue in learning_rate_notes(unstated)[0]] == ["cross_training.scale_lr"]
 
 
 # --------------------------------------------------------------------------- memory
@@ -235,7 +219,7 @@ def test_accumulation_matches_one_big_batch(tmp_path: Path, monkeypatch: pytest.
         logged(tmp_path / "whole" / "run", "loss"), rel=1e-5
     )
     states = [
-        load_state(run / "checkpoints" / "cross_training-00000002")[0]["extra"]["dynamic_evaluation"]
+        checkpoints.read(run / "checkpoints" / "cross_training-00000002")[0]["method"]["dynamic_evaluation"]
         for run in (tmp_path / "whole" / "run", tmp_path / "split" / "run")
     ]
     assert float(states[0]["target_counts"].sum()) > 2 * 4 * 32 * 32 * 0.99
@@ -268,59 +252,3 @@ def test_activation_checkpointing_saves_activations_and_keeps_gradients() -> Non
     assert len(plain_grads) == len(checkpointed_grads)
     for plain, checkpointed in zip(plain_grads, checkpointed_grads, strict=True):
         torch.testing.assert_close(checkpointed, plain)
-
-
-# --------------------------------------------------------------------------- host syncs
-
-HOST_SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
-
-
-def count_host_syncs(iterations: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Calls that would wait for the device, in ``run_stage`` over ``iterations``
-    steps logged once (at the end)."""
-    torch.manual_seed(0)
-    net = nn.Linear(4, 2)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-
-    def micro_batches(start: int) -> Iterator[list[Tensor]]:
-        while True:
-            yield [torch.randn(8, 4)]
-
-    def compute(batch: Tensor, micro_index: int) -> StepResult:
-        loss = net(batch).square().mean()
-        return StepResult(loss, {"loss_square": loss.detach()})
-
-    stage = Stage(
-        name="cross_training",
-        nets={"net": net},
-        optimizers={"net": optimizer},
-        schedulers={"net": LambdaLR(optimizer, lambda iteration: 1.0)},
-        extra_state={},
-        micro_batches=micro_batches,
-        compute=compute,
-        total_iterations=iterations,
-        log_interval=iterations,
-    )
-    calls = 0
-
-    def counting(method: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            return method(*args, **kwargs)
-
-        return wrapper
-
-    with monkeypatch.context() as patch:
-        for name in HOST_SYNCS:
-            patch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
-        run_stage(stage, LoopContext(run_dir=tmp_path / f"run{iterations}", device=torch.device("cpu")))
-    return calls
-
-
-def test_training_loop_syncs_with_the_host_per_log_interval_not_per_step(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Twice the steps between two logs, the same number of host syncs (the log and
-    the final checkpoint account for all of them)."""
-    assert count_host_syncs(3, tmp_path, monkeypatch) == count_host_syncs(6, tmp_path, monkeypatch)
