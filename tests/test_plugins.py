@@ -199,13 +199,39 @@ def test_quickstart_trains_with_the_plugin_backbone(tmp_path: Path) -> None:
     resolved = (run_dir / "recipe.toml").read_text()
     assert 'type = "stair_cnn.v2"' in resolved and 'type = "pyramid_sum"' in resolved
     steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    losses = [step["loss"] for step in steps if step.get("stage") == "cross_training" and "loss" in step]
+    trained = [step for step in steps if step.get("stage") == "cross_training" and step["kind"] == "train"]
+    losses = [step["terms"]["loss"] for step in trained]
     assert len(losses) == 3 and all(0 < loss < 100 for loss in losses)
     from safetensors import safe_open
 
     with safe_open(str(run_dir / "hybrid_net.safetensors"), "pt") as weights:
         assert any(key.startswith("backbone.stages.") for key in weights.keys())  # noqa: SIM118
         assert any(key.startswith("head.laterals.") for key in weights.keys())  # noqa: SIM118
+
+
+def test_quickstart_trains_with_the_plugin_method(tmp_path: Path) -> None:
+    """A third-party method runs in the same stages as the built-in ones: its net is
+    trained, labels the pseudo labels, is retrained from, evaluated and exported."""
+    run_dir = tmp_path / "run"
+    overrides = [
+        *TINY_QUICKSTART,
+        "method.type=self_training",
+        "method.threshold=0.5",
+        "cross_training.log_interval=1",
+    ]
+    code, out, err = invoke("run", "quickstart", "--out", str(run_dir), "--quiet", overrides=overrides)
+    assert code == 0, err
+    assert "student" in out and "retrained" in out
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    trained = [step for step in steps if step.get("stage") == "cross_training" and step["kind"] == "train"]
+    assert set(trained[-1]["terms"]) == {"loss_strong", "loss_weak", "confident", "loss"}
+    assert set(trained[-1]["lr"]) == {"student"}
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["nets"]) == {"student", "retrained"}
+    assert json.loads((run_dir / "progress.json").read_text())["nets"] == ["student"]
+    assert 'type = "self_training"' in (run_dir / "recipe.toml").read_text()
+    code, _, err = invoke("export", str(run_dir), "--net", "student", "--out", str(tmp_path / "bundle"))
+    assert code == 0, err
 
 
 def test_versioned_names_and_the_deprecated_alias() -> None:

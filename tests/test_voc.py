@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from pctkit.components.contracts import DataError, SampleSource, SegmentationData
+from pctkit.components.contracts import DataError, ParameterError, SampleSource, SegmentationData
 from pctkit.components.datasets.voc import VOC_CLASS_NAMES, voc
 from pctkit.components.datasets.voc_layout import tiny_voc_names, write_tiny_voc
 from pctkit.palette import load_mask_png, save_palette_png
@@ -198,10 +198,13 @@ def test_class_names_are_checked(tiny_voc: Path) -> None:
         "a",
         "b",
     ]
-    with pytest.raises(ValueError, match="class_names has 2 names but num_classes is 21"):
+    # Parameter errors name their parameter, so that validate points at its recipe key.
+    with pytest.raises(ParameterError, match="class_names: has 2 names but num_classes is 21") as raised:
         load(tiny_voc, class_names=("background", "thing"))
-    with pytest.raises(ValueError, match="num_classes"):
+    assert raised.value.parameter == "class_names"
+    with pytest.raises(ParameterError, match="num_classes") as raised:
         load(tiny_voc, num_classes=256)
+    assert raised.value.parameter == "num_classes"
 
 
 # --------------------------------------------------------------------------- image labels
@@ -281,6 +284,7 @@ def test_missing_root_suggests_the_setting(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         voc(root=str(tmp_path / "nowhere"))
     assert "nowhere" in str(error.value) and "--set data.root=" in str(error.value)
+    assert error.value.parameter == "root"
 
 
 @pytest.mark.parametrize(
@@ -289,8 +293,9 @@ def test_missing_root_suggests_the_setting(tmp_path: Path) -> None:
 )
 def test_missing_split_file(tiny_voc: Path, parameter: str, file_name: str) -> None:
     (tiny_voc / SPLITS / file_name).unlink()
-    with pytest.raises(DataError, match=rf"split file .*{file_name} not found.*{parameter}"):
+    with pytest.raises(DataError, match=rf"split file .*{file_name} not found.*{parameter}") as error:
         load(tiny_voc)
+    assert error.value.parameter == parameter
 
 
 @pytest.mark.parametrize("file_name", ["train_aug.txt", "train.txt", "val.txt"])

@@ -22,11 +22,14 @@ from pathlib import Path
 import pytest
 from tiny_run import TINY_QUICKSTART, set_options, subprocess_environment
 
-from pctkit.cli.main import builtin_recipes
+from pctkit.recipe.builtin import builtin_recipes
+from pctkit.recipe.json_schema import SCHEMA_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 
 TINY_RUN = [*TINY_QUICKSTART, "model.head.channels=16"]
+
+pytestmark = pytest.mark.slow
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -57,6 +60,8 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         packaged = set(archive.namelist())
     for name in builtin_recipes():
         assert f"pctkit/recipes/{name}.toml" in packaged
+    # The schema the recipes' `#:schema` line points at ships beside them.
+    assert f"pctkit/schema/{SCHEMA_FILE}" in packaged
 
     venv = root / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root)

@@ -1,4 +1,5 @@
-"""Tests of the command line: validate, list, schema, and user mistakes without tracebacks."""
+"""``pctkit validate`` (pctkit.cli.validate), and user mistakes reaching the console
+entry point (pctkit.cli.main) as messages with exit code 1, never a traceback."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ PCTKIT = Path(sys.executable).parent / "pctkit"
 BAD_RECIPE = """\
 [experiment]
 name = "bad"
+
+[method]
+type = "pct"
 
 [data]
 type = "digit_scenes"
@@ -81,7 +85,7 @@ def test_validate_lists_every_error_and_exits_1(runner: CliRunner, bad_recipe: P
         assert path in result.output
     assert "did you mean 'fusion'?" in result.output
     assert "did you mean 'output_stride'?" in result.output
-    assert f"{bad_recipe}:13" in result.output  # file:line of the head type
+    assert f"{bad_recipe}:16" in result.output  # file:line of the head type
 
 
 def test_validate_json_output(runner: CliRunner, bad_recipe: Path) -> None:
@@ -91,7 +95,7 @@ def test_validate_json_output(runner: CliRunner, bad_recipe: Path) -> None:
     assert report["valid"] is False
     assert {issue["path"] for issue in report["issues"]} == BAD_PATHS
     head = next(issue for issue in report["issues"] if issue["path"] == "model.head.type")
-    assert head["line"] == 13 and head["hint"] == "did you mean 'fusion'?" and head["source"] == "recipe"
+    assert head["line"] == 16 and head["hint"] == "did you mean 'fusion'?" and head["source"] == "recipe"
 
 
 def test_validate_json_of_a_valid_recipe(runner: CliRunner) -> None:
@@ -113,55 +117,6 @@ def test_validate_missing_file(runner: CliRunner, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "recipe file not found" in result.output
     assert "Traceback" not in result.output
-
-
-def test_list_shows_components_with_origin_and_parameters(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["list"])
-    assert result.exit_code == 0, result.output
-    for name in (
-        "timm",
-        "fusion",
-        "deeplabv3plus",
-        "class_aware_cross_entropy",
-        "digit_scenes",
-        "adamw",
-        "poly",
-    ):
-        assert name in result.output
-    assert "built-in" in result.output
-    assert "output_stride: int" in result.output and "aspp_rates" in result.output
-
-
-def test_list_one_kind(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["list", "backbones"])
-    assert result.exit_code == 0, result.output
-    assert "timm" in result.output and "output_stride" in result.output
-    assert "fusion" not in result.output and "adamw" not in result.output
-    # The singular works too.
-    assert runner.invoke(app, ["list", "backbone"]).output == result.output
-
-
-def test_list_json(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["list", "heads", "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    fusion = next(c for c in report["components"] if c["name"] == "fusion")
-    assert fusion["origin"] == "pctkit" and fusion["kind"] == "heads"
-    assert "channels" in fusion["parameters"]
-    assert {c["kind"] for c in report["components"]} == {"heads"}
-
-
-def test_schema_is_json_with_component_parameters(runner: CliRunner, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["schema"])
-    assert result.exit_code == 0, result.output
-    schema = json.loads(result.stdout)
-    assert schema["$schema"].startswith("https://json-schema.org/")
-    text = json.dumps(schema)
-    for name in ("output_stride", "aspp_rates", "score_power", "class_aware_cross_entropy"):
-        assert name in text
-    written = tmp_path / "schema.json"
-    assert runner.invoke(app, ["schema", "--out", str(written)]).exit_code == 0
-    assert json.loads(written.read_text()) == schema
 
 
 def test_real_command_exit_codes_without_traceback(bad_recipe: Path) -> None:
@@ -187,3 +142,36 @@ def test_console_entry_point_turns_a_missing_recipe_into_exit_1(
     captured = capsys.readouterr()
     assert "recipe file not found" in captured.err
     assert "Traceback" not in captured.out + captured.err
+
+
+def test_validate_reports_build_check_issues_at_their_line(runner: CliRunner, tmp_path: Path) -> None:
+    """A component's ParameterError from the build check points at its key and line."""
+    text = QUICKSTART.read_text().replace("score_momentum = 0.99", "score_momentum = 1.0")
+    path = tmp_path / "recipe.toml"
+    path.write_text(text)
+    result = runner.invoke(app, ["validate", str(path), "--json", *SMALL_DATA])
+    assert result.exit_code == 1
+    (issue,) = json.loads(result.stdout)["issues"]
+    assert (issue["path"], issue["source"]) == ("method.score_momentum", "check")
+    assert issue["message"] == "must be in [0, 1), got 1.0"
+    assert issue["line"] == next(n for n, line in enumerate(text.splitlines(), 1) if "score_momentum" in line)
+    # From --set, it says so.
+    result = runner.invoke(
+        app, ["validate", str(QUICKSTART), "--json", *SMALL_DATA, "--set", "method.score_momentum=1.5"]
+    )
+    (issue,) = json.loads(result.stdout)["issues"]
+    assert (issue["path"], issue["source"], issue["line"]) == ("method.score_momentum", "--set", None)
+
+
+def test_validate_with_workers_checks_that_batches_split(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["validate", str(QUICKSTART), "--nproc", "3", "--json", *SMALL_DATA])
+    assert result.exit_code == 1
+    paths = {issue["path"] for issue in json.loads(result.stdout)["issues"]}
+    assert paths == {
+        "cross_training.strong_batch_size",
+        "cross_training.weak_batch_size",
+        "retrain.batch_size",
+    }
+    result = runner.invoke(app, ["validate", str(QUICKSTART), "--nproc", "2", *SMALL_DATA])
+    assert result.exit_code == 0, result.output
+    assert "4 + 4 per micro-batch (2 worker(s) x 1 micro-batch(es))" in result.output

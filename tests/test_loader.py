@@ -1,16 +1,14 @@
-"""Tests of recipes: loading, resolved TOML, overrides, and errors people can act on."""
+"""pctkit.recipe.loader: recipes loaded, overridden and validated, with every error
+reported at once (path, TOML line, hint)."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
 from tiny_run import TINY_NET_TOML
 
-from pctkit import registry
-from pctkit.recipe import RecipeError, RecipeIssue, load_recipe, parse_recipe_text, resolved_toml
-from pctkit.recipe.loader import key_lines, parse_override
+from pctkit.recipe import RecipeError, RecipeIssue, load_recipe, validate_recipe_data
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "recipes" / "quickstart.toml"
@@ -18,6 +16,9 @@ QUICKSTART = REPO / "recipes" / "quickstart.toml"
 SMALL_RECIPE = f"""\
 [experiment]
 name = "small"
+
+[method]
+type = "pct"
 
 [data]
 type = "digit_scenes"
@@ -61,48 +62,26 @@ def _issues(path: Path, overrides: list[str] | None = None) -> dict[str, RecipeI
 # --------------------------------------------------------------------------- loading
 
 
-def test_quickstart_loads() -> None:
-    recipe = load_recipe(QUICKSTART)
+def test_quickstart_loads_without_notes() -> None:
+    notes: list[RecipeIssue] = []
+    recipe = load_recipe(QUICKSTART, notes=notes)
+    assert notes == []  # written in the current spelling
     assert recipe.experiment.name == "quickstart"
-    assert recipe.cross_training.mode == "pct"
+    assert recipe.method.type == "pct"
     assert recipe.model.backbone.type == "timm"
     assert recipe.model.head.type == "fusion"
     assert recipe.data.parameters()["num_strong"] == 100
-    # Unstated keys take their schema defaults.
-    assert recipe.cross_training.loss_weights.p2h == 1.0
+    # Unstated keys take their schema and component defaults.
+    assert recipe.method.parameters()["p2h_weight"] == 1.0
     assert recipe.loss.segmentation.type == "class_aware_cross_entropy"
+    assert recipe.experiment.skip_nonfinite is False
 
 
-def test_resolved_toml_round_trips(tmp_path: Path) -> None:
-    recipe = load_recipe(QUICKSTART)
-    text = resolved_toml(recipe, header="resolved\nsecond line")
-    assert text.startswith("# resolved\n# second line\n")
-    # Every default is spelled out.
-    assert "score_power = 8.0" in text and "[retrain.model.backbone]" in text
-    again = load_recipe(_write(tmp_path, text))
-    assert again.model_dump() == recipe.model_dump()
-    # And it is a fixed point.
-    assert resolved_toml(again, header="resolved\nsecond line") == text
-
-
-def test_resolved_toml_leaves_out_unset_optional_parameters(tmp_path: Path) -> None:
-    # A plugin parameter typed `X | None = None`: TOML has no null, so it is left out
-    # and reads back as its default.
-    def optional_net(*, weights_file: str | None = None, width: int = 4) -> None:
-        """A backbone with an optional parameter."""
-
-    registry.register("backbones", "optional_net")(optional_net)
-    try:
-        recipe = load_recipe(
-            _write(tmp_path, SMALL_RECIPE),
-            ['model.backbone={type = "optional_net"}', 'retrain.model.backbone={type = "optional_net"}'],
-        )
-        assert recipe.model.backbone.parameters() == {"weights_file": None, "width": 4}
-        text = resolved_toml(recipe)
-        assert "weights_file" not in text and "width = 4" in text
-        assert load_recipe(_write(tmp_path, text, "resolved.toml")).model_dump() == recipe.model_dump()
-    finally:
-        registry.reset()
+def test_an_absent_method_section_is_pct_with_its_defaults(tmp_path: Path) -> None:
+    text = SMALL_RECIPE.replace('[method]\ntype = "pct"\n', "")
+    recipe = load_recipe(_write(tmp_path, text))
+    assert recipe.method.type == "pct"
+    assert recipe.method.parameters()["score_power"] == 8.0
 
 
 def test_retrain_sections_default_to_the_top_level(tmp_path: Path) -> None:
@@ -191,49 +170,12 @@ def test_missing_component_type_lists_the_choices(tmp_path: Path) -> None:
     assert issues["optimizer.type"].hint is not None and "adamw" in issues["optimizer.type"].hint
 
 
-def test_invalid_toml_reports_line_and_column() -> None:
-    text = '[experiment]\nname = "x"\nseed = = 3\n'
-    with pytest.raises(RecipeError) as caught:
-        parse_recipe_text(text, file="broken.toml")
-    (issue,) = caught.value.issues
-    assert issue.message.startswith("invalid TOML")
-    assert (issue.line, issue.column) == (3, 8)
-    assert "[broken.toml:3:8]" in str(caught.value)
-
-
 def test_missing_file_is_a_recipe_error(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "nowhere.toml")
 
 
 # --------------------------------------------------------------------------- overrides
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [
-        ("a.b=3", 3),
-        ("a.b=2.5", 2.5),
-        ("a.b=1e-3", 1e-3),
-        ("a.b=true", True),
-        ("a.b=[1, 2]", [1, 2]),
-        ("a.b=[0.5,1.0]", [0.5, 1.0]),
-        ('a.b="3"', "3"),
-        ("a.b=/data/voc", "/data/voc"),
-        ("a.b=resnet50", "resnet50"),
-        (" a.b = 4 ", 4),
-    ],
-)
-def test_override_values_are_read_as_toml_else_as_strings(text: str, value: object) -> None:
-    path, parsed = parse_override(text)
-    assert path == ("a", "b")
-    assert parsed == value and type(parsed) is type(value)
-
-
-@pytest.mark.parametrize("text", ["a.b", "a..b=1", "=3"])
-def test_malformed_overrides_are_rejected(text: str) -> None:
-    with pytest.raises(ValueError, match="override"):
-        parse_override(text)
 
 
 def test_overrides_apply_with_their_types(tmp_path: Path) -> None:
@@ -274,23 +216,24 @@ def test_an_override_through_a_value_is_reported(tmp_path: Path) -> None:
     assert "experiment.name is a value, not a table" in issue.message
 
 
-def test_key_lines_of_tables_dotted_keys_and_multiline_arrays() -> None:
-    text = textwrap.dedent(
-        """\
-        [a]
-        x = 1
-        b.c = [
-          1,
-          2,
-        ]
-        y = 2 # [not a header]
-
-        [a.d]
-        z = "]"
-        """
+def test_method_parameters_are_validated_against_the_registered_method(tmp_path: Path) -> None:
+    issues = _issues(
+        _write(tmp_path, SMALL_RECIPE),
+        ["method.score_powr=2", 'method.weight_rule="lenient"', "method.h2p_weight=heavy"],
     )
-    lines = key_lines(text)
-    assert lines[("a",)] == 1 and lines[("a", "x")] == 2
-    assert lines[("a", "b", "c")] == 3
-    assert lines[("a", "y")] == 7
-    assert lines[("a", "d")] == 9 and lines[("a", "d", "z")] == 10
+    assert set(issues) == {"method.score_powr", "method.weight_rule", "method.h2p_weight"}
+    assert issues["method.score_powr"].hint == "did you mean 'score_power'?"
+    assert "'released'" in (issues["method.weight_rule"].hint or "")
+    unknown = _issues(_write(tmp_path, SMALL_RECIPE), ['method.type="pcd"'])["method.type"]
+    assert "unknown method 'pcd'" in unknown.message and unknown.hint == "did you mean 'pct'?"
+    assert unknown.source == "--set"
+    # Another method takes its own parameters only: PCT's are not carried over.
+    recipe = load_recipe(_write(tmp_path, SMALL_RECIPE), ["method.type=hybrid", "method.cls_weight=0.5"])
+    assert recipe.method.parameters() == {"strong_weight": 1.0, "cls_weight": 0.5}
+
+
+def test_validate_recipe_data_reports_all_issues_of_raw_data() -> None:
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe_data({"experiment": {"seed": "x"}})
+    paths = {issue.path for issue in caught.value.issues}
+    assert {"experiment.name", "experiment.seed", "model", "cross_training", "retrain"} <= paths
