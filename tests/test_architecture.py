@@ -23,7 +23,14 @@ MAX_LINES = 400
 # layers, never upward. The package's __init__ re-exports load_model lazily: it is the
 # public API's top, outside the layers.
 LAYERS: list[tuple[str, ...]] = [
-    ("pctkit.constants", "pctkit.losses", "pctkit.metrics", "pctkit.palette", "pctkit.tomlio", "pctkit.version"),
+    (
+        "pctkit.constants",
+        "pctkit.losses",
+        "pctkit.metrics",
+        "pctkit.palette",
+        "pctkit.tomlio",
+        "pctkit.version",
+    ),
     ("pctkit.component_info", "pctkit.registry"),
     ("pctkit.components", "pctkit.methods", "pctkit.artifacts", "pctkit.recipe"),
     ("pctkit.engine",),
@@ -149,7 +156,11 @@ def _imported_heavy_modules(arguments: list[str]) -> list[str]:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    names = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    names = [
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    ]
     return [name for name in names if name.split(".")[0] in ("torch", "timm", "torchvision")]
 
 

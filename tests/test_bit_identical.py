@@ -113,7 +113,9 @@ def weights_digest(path: Path) -> str:
 def _same_machine_kind() -> str | None:
     recorded = REFERENCE["recorded_with"]
     here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    different = [f"{key} {recorded[key]} here {value}" for key, value in here.items() if recorded[key] != value]
+    different = [
+        f"{key} {recorded[key]} here {value}" for key, value in here.items() if recorded[key] != value
+    ]
     return "; ".join(different) or None
 
 
@@ -128,7 +130,9 @@ def test_short_runs_give_the_weights_of_pctkit_0_1(variant: str, tmp_path: Path)
     command = [sys.executable, "-m", "pctkit", "run", str(recipe), "--out", str(run_dir), "--quiet"]
     for override in VARIANTS[variant]:
         command += ["--set", override]
-    result = subprocess.run(command, env=subprocess_environment(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command, env=subprocess_environment(), capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     expected = REFERENCE["runs"][variant]
     digests = {path.name: weights_digest(path) for path in sorted(run_dir.glob("*_net.safetensors"))}
