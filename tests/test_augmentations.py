@@ -447,3 +447,31 @@ def test_random_ops_crop_names_the_bad_parameter(arguments: dict[str, Any], para
     with pytest.raises(ParameterError) as caught:
         random_ops_crop(**arguments)
     assert caught.value.parameter == parameter
+
+
+@pytest.mark.parametrize("weight", [0.3, 0.7, 1.3])
+def test_photometric_ops_match_the_released_pil_calls(weight: float) -> None:
+    """Each op equals, within one grey level, the PIL call of the released transform.py
+    (enhance(factor), or Image.blend(op(image), image, weight))."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    from pctkit.components.augmentations._random_ops import _PHOTOMETRIC
+
+    image = random_pair(48, 64, seed=5)[0]
+    picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+    released = {
+        "autocontrast": lambda: Image.blend(ImageOps.autocontrast(picture), picture, weight),
+        "brightness": lambda: ImageEnhance.Brightness(picture).enhance(weight),
+        "color": lambda: ImageEnhance.Color(picture).enhance(weight),
+        "contrast": lambda: ImageEnhance.Contrast(picture).enhance(weight),
+        "equalize": lambda: Image.blend(ImageOps.equalize(picture), picture, weight),
+        "invert": lambda: Image.blend(ImageOps.invert(picture), picture, weight),
+        "sharpness": lambda: ImageEnhance.Sharpness(picture).enhance(weight),
+        # The released code passes a float threshold (transform.py:218-220).
+        "solarize": lambda: ImageOps.solarize(picture, min(weight, 1.0) * 255),  # type: ignore[arg-type]
+    }
+    assert set(released) | {"posterize"} == set(PHOTOMETRIC_OPS)
+    for name, reference in released.items():
+        ours = _PHOTOMETRIC[name](image, min(weight, 1.0) if name == "solarize" else weight)
+        expected = torch.from_numpy(np.asarray(reference()).copy()).permute(2, 0, 1)
+        assert (ours.int() - expected.int()).abs().max() <= 1, name
