@@ -13,6 +13,7 @@ from pctkit.components.contracts import DataError, RawSample, SegmentationData
 from pctkit.components.datasets.digit_scenes import (
     DigitSceneSource,
     _bilinear_weights,
+    _dilate,
     digit_scenes,
 )
 
@@ -209,6 +210,8 @@ def test_index_out_of_range_raises_index_error(small: SegmentationData) -> None:
         ({"digit_classes": (1, 2, 1)}, "repeat"),
         ({"digit_classes": (3, 10)}, "0..9"),
         ({"seed": -1}, "seed"),
+        ({"stroke_dilation": -1}, "stroke_dilation must be 0 or more"),
+        ({"stroke_dilation": 2, "min_digit_size": 16}, "less than min_digit_size / 8"),
     ],
 )
 def test_bad_arguments_raise_value_error(arguments: dict[str, Any], message: str) -> None:
@@ -218,9 +221,10 @@ def test_bad_arguments_raise_value_error(arguments: dict[str, Any], message: str
 
 def test_every_bad_argument_is_reported_at_once() -> None:
     with pytest.raises(ValueError) as caught:
-        digit_scenes(num_strong=0, num_weak=-1, digit_classes=())
+        digit_scenes(num_strong=0, num_weak=-1, digit_classes=(), stroke_dilation=-2)
     text = str(caught.value)
     assert "num_strong" in text and "num_weak" in text and "digit_classes" in text
+    assert "stroke_dilation" in text
 
 
 def test_missing_scikit_learn_asks_for_the_demo_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,3 +241,68 @@ def test_digit_upscaling_matches_pil_bilinear(size: int) -> None:
     ours = weights @ image @ weights.T
     reference = np.asarray(Image.fromarray(image, mode="F").resize((size, size), Image.Resampling.BILINEAR))
     assert np.allclose(ours, reference, atol=1e-5)
+
+
+# --------------------------------------------------------------------- stroke dilation
+
+_BOLD: dict[str, Any] = {"canvas_size": 32, "min_digit_size": 14, "max_digit_size": 22, "digit_classes": (0, 1, 4, 7)}
+
+
+def _foreground(mask: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    return mask > 0
+
+
+def _dilated_3x3(region: np.ndarray[Any, np.dtype[np.bool_]]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    padded = np.pad(region, 1)
+    height, width = region.shape
+    return np.any([padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)], axis=0)
+
+
+def test_dilate_grows_a_point_into_a_square_inside_the_digit_square() -> None:
+    intensity = np.zeros((9, 9), dtype=np.float32)
+    intensity[4, 4] = 1.0
+    intensity[0, 8] = 0.5
+    dilated = _dilate(intensity, 2)
+    assert dilated.shape == (9, 9) and dilated.dtype == np.float32
+    expected = np.zeros((9, 9), dtype=np.float32)
+    expected[0:3, 6:9] = 0.5  # the corner point's square, clipped at the border
+    expected[2:7, 2:7] = 1.0
+    assert np.array_equal(dilated, expected)
+
+
+def test_stroke_dilation_grows_masks_by_its_radius_and_inks_the_new_pixels() -> None:
+    # One digit per scene: each dilated scene has the same digit, place, colour and noise.
+    thin = digit_scenes(num_strong=12, num_weak=0, num_val=2, max_digits=1, **_BOLD)
+    bold = digit_scenes(num_strong=12, num_weak=0, num_val=2, max_digits=1, stroke_dilation=1, **_BOLD)
+    total_thin = total_bold = 0
+    for index in range(12):
+        before, after = thin.train[index], bold.train[index]
+        assert before.mask is not None and after.mask is not None
+        assert _source(thin, "train").scene_digit_ids(index) == _source(bold, "train").scene_digit_ids(index)
+        assert after.image_labels == before.image_labels
+        grown, original = _foreground(after.mask), _foreground(before.mask)
+        # The stroke grows by one pixel at most (less where its square clips it), never shrinks.
+        assert np.all(grown >= original)
+        assert np.all(grown <= _dilated_3x3(original))
+        total_thin += int(original.sum())
+        total_bold += int(grown.sum())
+        # The newly labelled pixels turn towards the digit's ink colour.
+        added = grown & ~original
+        ink = after.image[original].astype(np.float64).mean(axis=0)
+        distance_before = np.abs(before.image[added] - ink).mean()
+        distance_after = np.abs(after.image[added] - ink).mean()
+        assert distance_after < distance_before
+    assert total_bold > 1.3 * total_thin
+
+
+def test_stroke_dilation_is_deterministic_and_keeps_the_split_invariant() -> None:
+    split = digit_scenes(num_strong=3, num_weak=3, num_val=3, stroke_dilation=1, seed=4, **_BOLD)
+    all_strong = digit_scenes(num_strong=6, num_weak=0, num_val=3, stroke_dilation=1, seed=4, **_BOLD)
+    for index in range(6):
+        one, other = split.train[index], all_strong.train[index]
+        assert np.array_equal(one.image, other.image)
+        assert np.array_equal(_hidden_mask(one), _hidden_mask(other))
+    for index in range(3):
+        assert np.array_equal(split.val[index].image, all_strong.val[index].image)
+    assert "dilated by 1 px" in split.description
+    assert "dilated" not in digit_scenes(num_strong=1, num_weak=0, num_val=1).description

@@ -79,6 +79,7 @@ class _SceneSpec:
     max_digits: int
     min_digit_size: int
     max_digit_size: int
+    stroke_dilation: int
     digit_images: npt.NDArray[np.float32]
     """``(N, 8, 8)`` digit images, each scaled so that its brightest pixel is 1."""
     upscale_weights: dict[int, npt.NDArray[np.float32]]
@@ -181,6 +182,8 @@ class DigitSceneSource:
 
             weights = spec.upscale_weights[digit_size]
             intensity = weights @ spec.digit_images[digit_id] @ weights.T
+            if spec.stroke_dilation:
+                intensity = _dilate(intensity, spec.stroke_dilation)
             region = canvas[row : row + digit_size, column : column + digit_size]
             colour = _contrasting_colour(candidates, region.mean(axis=(0, 1)))
             # Opacity ramps from 0 at a quarter of the peak to 1 at three quarters, so
@@ -214,6 +217,22 @@ def _contrasting_colour(
     chosen = np.argmax(contrasting) if contrasting.any() else np.argmax(luma_differences)
     colour: npt.NDArray[np.float32] = candidates[int(chosen)]
     return colour
+
+
+def _dilate(intensity: npt.NDArray[np.float32], radius: int) -> npt.NDArray[np.float32]:
+    """Grey-scale dilation: each pixel takes the largest value within ``radius`` pixels of
+    it, diagonals included (a ``2 * radius + 1`` square), inside the digit's square.
+
+    Dilating the intensity rather than the mask grows ink and label together: the
+    thresholded result is the stroke mask dilated by ``radius``, and the opacity ramp
+    keeps its soft edge around it.
+    """
+    side = 2 * radius + 1
+    # Intensities are >= 0, so zero padding never wins a maximum that a real pixel would.
+    padded = np.pad(intensity, radius)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (side, side))
+    dilated: npt.NDArray[np.float32] = windows.max(axis=(2, 3))
+    return dilated
 
 
 def _bilinear_weights(out_size: int, in_size: int) -> npt.NDArray[np.float32]:
@@ -254,6 +273,7 @@ def _argument_problems(
     max_digits: int,
     min_digit_size: int,
     max_digit_size: int,
+    stroke_dilation: int,
     digit_classes: tuple[int, ...],
     seed: int,
 ) -> list[str]:
@@ -281,6 +301,16 @@ def _argument_problems(
         )
     if max_digit_size > canvas_size:
         problems.append(f"max_digit_size ({max_digit_size}) must not exceed canvas_size ({canvas_size})")
+    if stroke_dilation < 0:
+        problems.append(f"stroke_dilation must be 0 or more, got {stroke_dilation}")
+    elif stroke_dilation * _DIGIT_SIDE >= min_digit_size:
+        # One pixel of the 8x8 source digits spans min_digit_size / 8 pixels of the smallest
+        # digit; growing every stroke by that much fills the gaps inside most digits.
+        problems.append(
+            f"stroke_dilation ({stroke_dilation}) must be less than min_digit_size / {_DIGIT_SIDE} "
+            f"({min_digit_size} / {_DIGIT_SIDE}, one source pixel): bolder strokes fill the digits' "
+            "holes; 1 keeps digits of 14 px and more readable"
+        )
     if not digit_classes:
         problems.append("digit_classes must name at least one digit, e.g. (0, 1, 2)")
     out_of_range = [digit for digit in digit_classes if digit not in _DIGIT_VALUES]
@@ -302,6 +332,7 @@ def digit_scenes(
     max_digits: int = 3,
     min_digit_size: int = 16,
     max_digit_size: int = 32,
+    stroke_dilation: int = 0,
     digit_classes: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
     seed: int = 0,
 ) -> SegmentationData:
@@ -328,6 +359,10 @@ def digit_scenes(
         max_digits: most digits in a scene.
         min_digit_size: smallest side of a pasted digit, in pixels (at least 8).
         max_digit_size: largest side of a pasted digit, in pixels (at most canvas_size).
+        stroke_dilation: pixels by which every stroke grows after upscaling, ink and
+            mask alike, within the digit's square (0: the scanned strokes; less than
+            min_digit_size / 8). Thin strokes cap even fully supervised IoU far below
+            that of real objects; 1 with digits of 14 px or more raises it.
         digit_classes: the digits used, in class order (class 1 is the first one).
         seed: seed of every random choice; the same seed gives the same scenes.
 
@@ -345,6 +380,7 @@ def digit_scenes(
         max_digits=max_digits,
         min_digit_size=min_digit_size,
         max_digit_size=max_digit_size,
+        stroke_dilation=stroke_dilation,
         digit_classes=digit_classes,
         seed=seed,
     )
@@ -376,6 +412,7 @@ def digit_scenes(
         max_digits=max_digits,
         min_digit_size=min_digit_size,
         max_digit_size=max_digit_size,
+        stroke_dilation=stroke_dilation,
         digit_images=digit_images,
         upscale_weights={
             size: _bilinear_weights(size, _DIGIT_SIDE) for size in range(min_digit_size, max_digit_size + 1)
@@ -407,5 +444,6 @@ def digit_scenes(
         description=(
             f"{canvas_size}x{canvas_size} scenes of {min_digits}-{max_digits} handwritten "
             f"digits ({len(digit_classes)} digit classes) from scikit-learn"
+            + (f", strokes dilated by {stroke_dilation} px" if stroke_dilation else "")
         ),
     )

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pctkit.components.contracts import ParameterError
+
 
 def _conv_bn_relu(
     in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1
@@ -80,6 +82,18 @@ class DeepLabV3PlusHead(nn.Module):
         return logits
 
 
+def _check_several_strides(head: str, in_strides: list[int]) -> None:
+    """Heads that fuse a fine and a coarse map cannot work on single-stride features."""
+    if len(set(in_strides)) == 1:
+        raise ParameterError(
+            "type",
+            f"{head} fuses a fine and a coarse feature map, but every map of the backbone has "
+            f"stride {in_strides[0]} (a plain ViT's maps all share its patch size)",
+            "use the 'dpt' head, which resamples single-stride maps to a pyramid, or backbone "
+            "levels at different strides",
+        )
+
+
 def deeplabv3plus(
     in_channels: list[int],
     in_strides: list[int],
@@ -110,6 +124,7 @@ def deeplabv3plus(
             f"deeplabv3plus needs at least two feature maps (low and high level), the "
             f"backbone gives {len(in_channels)}; set model.backbone.out_indices to two levels"
         )
+    _check_several_strides("deeplabv3plus", in_strides)
     if any(rate < 1 for rate in aspp_rates):
         raise ValueError(f"aspp_rates must be >= 1, got {list(aspp_rates)}")
     return DeepLabV3PlusHead(
@@ -153,4 +168,5 @@ def fusion(
         channels: width of the projected maps and of the 3x3 refinement.
         dropout: channel dropout before the classifier.
     """
+    _check_several_strides("fusion", in_strides)
     return FusionHead(in_channels, num_classes, channels, dropout)
