@@ -3,17 +3,16 @@ move together, masks keep their label values, crops pad with ignore, seeds decid
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pctkit.components.augmentations.scale_crop_flip import scale_crop_flip
 from pctkit.components.contracts import IGNORE_INDEX
-from pctkit.engine.data import AugmentationSettings, augment
 
-GEOMETRY = AugmentationSettings(scale_range=(0.5, 2.0), crop_size=48, horizontal_flip=True, rotation=30.0)
-EVERYTHING = AugmentationSettings(
+GEOMETRY = scale_crop_flip(scale_range=(0.5, 2.0), crop_size=48, horizontal_flip=True, rotation=30.0)
+EVERYTHING = scale_crop_flip(
     scale_range=(0.5, 2.0),
     crop_size=48,
     horizontal_flip=True,
@@ -49,7 +48,7 @@ def interior(mask: Tensor, radius: int) -> Tensor:
 @pytest.mark.parametrize("seed", range(8))
 def test_image_and_mask_are_transformed_together(seed: int) -> None:
     image, mask = encoded_pair()
-    out_image, out_mask = augment(image, mask, GEOMETRY, np.random.default_rng(seed))
+    out_image, out_mask = GEOMETRY(image, mask, seed)
     assert out_image.shape == (3, 48, 48) and out_mask.shape == (48, 48)
     # Away from label boundaries (where bilinear resampling blends two blocks) the
     # image still encodes the mask it travelled with: same scale, crop, flip, angle.
@@ -63,7 +62,7 @@ def test_image_and_mask_are_transformed_together(seed: int) -> None:
 def test_a_mismatch_would_be_caught() -> None:
     """The check above is sharp: a mask flipped on its own disagrees with its image."""
     image, mask = encoded_pair()
-    out_image, out_mask = augment(image, mask, GEOMETRY, np.random.default_rng(0))
+    out_image, out_mask = GEOMETRY(image, mask, 0)
     flipped = out_mask.flip(-1)
     checked = interior(flipped, radius=2)
     disagree = (out_image[0][checked].float() - flipped[checked].float() * VALUE_STEP).abs() > 4.0
@@ -78,7 +77,7 @@ def test_masks_keep_their_label_values(seed: int) -> None:
     mask = torch.randint(0, 21, (37, 53), generator=generator)
     mask[mask == 20] = IGNORE_INDEX
     image = torch.randint(0, 256, (3, 37, 53), generator=generator, dtype=torch.uint8)
-    _, out_mask = augment(image, mask, EVERYTHING, np.random.default_rng(seed))
+    _, out_mask = EVERYTHING(image, mask, seed)
     assert out_mask.dtype == mask.dtype
     assert set(out_mask.unique().tolist()) <= set(mask.unique().tolist()) | {IGNORE_INDEX}
 
@@ -86,8 +85,8 @@ def test_masks_keep_their_label_values(seed: int) -> None:
 def test_crop_pads_the_mask_with_ignore_and_the_image_with_zero() -> None:
     image = torch.full((3, 20, 30), 200, dtype=torch.uint8)
     mask = torch.full((20, 30), 7, dtype=torch.long)
-    settings = AugmentationSettings(crop_size=48)
-    out_image, out_mask = augment(image, mask, settings, np.random.default_rng(0))
+    settings = scale_crop_flip(crop_size=48)
+    out_image, out_mask = settings(image, mask, 0)
     assert out_image.shape == (3, 48, 48) and out_mask.shape == (48, 48)
     assert (out_mask[:20, :30] == 7).all() and (out_image[:, :20, :30] == 200).all()
     padding = torch.ones(48, 48, dtype=torch.bool)
@@ -98,8 +97,8 @@ def test_crop_pads_the_mask_with_ignore_and_the_image_with_zero() -> None:
 
 def test_rotation_fills_the_corners_with_ignore() -> None:
     image, mask = encoded_pair(64, 64)
-    settings = AugmentationSettings(rotation=45.0)
-    rotated = [augment(image, mask, settings, np.random.default_rng(seed))[1] for seed in range(4)]
+    settings = scale_crop_flip(rotation=45.0)
+    rotated = [settings(image, mask, seed)[1] for seed in range(4)]
     assert all(r.shape == (64, 64) for r in rotated)
     assert any((r[0, 0] == IGNORE_INDEX).item() for r in rotated)
     assert (mask != IGNORE_INDEX).all()
@@ -107,8 +106,8 @@ def test_rotation_fills_the_corners_with_ignore() -> None:
 
 def test_photometric_changes_leave_the_mask_alone() -> None:
     image, mask = encoded_pair()
-    plain = augment(image, mask, GEOMETRY, np.random.default_rng(5))
-    coloured = augment(image, mask, EVERYTHING, np.random.default_rng(5))
+    plain = GEOMETRY(image, mask, 5)
+    coloured = EVERYTHING(image, mask, 5)
     # Photometric draws come after the geometric ones, so the geometry is the same.
     assert torch.equal(plain[1], coloured[1])
     assert not torch.equal(plain[0], coloured[0])
@@ -117,24 +116,24 @@ def test_photometric_changes_leave_the_mask_alone() -> None:
 
 def test_no_augmentation_is_the_identity() -> None:
     image, mask = encoded_pair()
-    out_image, out_mask = augment(image, mask, AugmentationSettings(), np.random.default_rng(0))
+    out_image, out_mask = scale_crop_flip()(image, mask, 0)
     assert torch.equal(out_image, image) and torch.equal(out_mask, mask)
 
 
 def test_same_seed_same_result_other_seed_other_result() -> None:
     image, mask = encoded_pair()
-    first = augment(image, mask, EVERYTHING, np.random.default_rng(11))
-    again = augment(image, mask, EVERYTHING, np.random.default_rng(11))
+    first = EVERYTHING(image, mask, 11)
+    again = EVERYTHING(image, mask, 11)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
-    others = [augment(image, mask, EVERYTHING, np.random.default_rng(seed)) for seed in range(3)]
+    others = [EVERYTHING(image, mask, seed) for seed in range(3)]
     assert any(not torch.equal(first[0], other[0]) for other in others)
     assert any(not torch.equal(first[1], other[1]) for other in others)
 
 
 def test_scale_range_bounds_the_size() -> None:
     image, mask = encoded_pair(40, 60)
-    settings = AugmentationSettings(scale_range=(0.5, 2.0))
-    shapes = {tuple(augment(image, mask, settings, np.random.default_rng(s))[1].shape) for s in range(20)}
+    settings = scale_crop_flip(scale_range=(0.5, 2.0))
+    shapes = {tuple(settings(image, mask, s)[1].shape) for s in range(20)}
     assert len(shapes) > 5
     for height, width in shapes:
         assert 20 <= height <= 80 and 30 <= width <= 120

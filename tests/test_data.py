@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from pctkit.components.augmentations.scale_crop_flip import scale_crop_flip
 from pctkit.components.contracts import IGNORE_INDEX, DataError, RawSample
 from pctkit.engine.data import (
-    AugmentationSettings,
     EvaluationImages,
     IterationBatches,
     TrainingImages,
-    augment,
     images_to_float,
     labels_vector,
     micro_batches,
@@ -86,17 +85,17 @@ def test_to_tensors_without_mask_is_all_ignored() -> None:
 
 def test_default_augmentation_changes_nothing() -> None:
     image, mask = to_tensors(_coded_sample("a"), _coded_sample("a").mask)
-    augmented_image, augmented_mask = augment(image, mask, AugmentationSettings(), np.random.default_rng(0))
+    augmented_image, augmented_mask = scale_crop_flip()(image, mask, 0)
     assert torch.equal(augmented_image, image) and torch.equal(augmented_mask, mask)
 
 
 def test_crop_and_flip_keep_image_and_mask_aligned() -> None:
     sample = _coded_sample("a")
     image, mask = to_tensors(sample, sample.mask)
-    settings = AugmentationSettings(crop_size=5, horizontal_flip=True)
+    settings = scale_crop_flip(crop_size=5, horizontal_flip=True)
     flipped_once = False
     for seed in range(8):
-        augmented_image, augmented_mask = augment(image, mask, settings, np.random.default_rng(seed))
+        augmented_image, augmented_mask = settings(image, mask, seed)
         assert augmented_image.shape == (3, 5, 5) and augmented_mask.shape == (5, 5)
         assert torch.equal(augmented_image[0].long(), augmented_mask * 10)
         # The column code runs right to left after a flip.
@@ -107,9 +106,7 @@ def test_crop_and_flip_keep_image_and_mask_aligned() -> None:
 def test_crop_larger_than_the_image_pads_with_ignore() -> None:
     sample = _coded_sample("a", height=4, width=4)
     image, mask = to_tensors(sample, sample.mask)
-    augmented_image, augmented_mask = augment(
-        image, mask, AugmentationSettings(crop_size=6), np.random.default_rng(0)
-    )
+    augmented_image, augmented_mask = scale_crop_flip(crop_size=6)(image, mask, 0)
     assert augmented_mask.shape == (6, 6)
     assert augmented_mask[4:, :].eq(IGNORE_INDEX).all() and augmented_mask[:, 4:].eq(IGNORE_INDEX).all()
     assert augmented_image[:, 4:, :].eq(0).all()
@@ -119,15 +116,13 @@ def test_crop_larger_than_the_image_pads_with_ignore() -> None:
 def test_scale_and_rotation_keep_shapes_and_mask_values() -> None:
     sample = _coded_sample("a")
     image, mask = to_tensors(sample, sample.mask)
-    settings = AugmentationSettings(
-        scale_range=(1.5, 1.5), rotation=30.0, color_jitter=0.3, gaussian_blur=1.0
-    )
-    augmented_image, augmented_mask = augment(image, mask, settings, np.random.default_rng(0))
+    settings = scale_crop_flip(scale_range=(1.5, 1.5), rotation=30.0, color_jitter=0.3, gaussian_blur=1.0)
+    augmented_image, augmented_mask = settings(image, mask, 0)
     assert augmented_image.shape == (3, 9, 12) and augmented_mask.shape == (9, 12)
     # Nearest-neighbour masks: only original classes or ignore, never blends.
     assert set(augmented_mask.unique().tolist()) <= {0, 1, 2, IGNORE_INDEX}
     assert augmented_mask.eq(IGNORE_INDEX).any()  # rotated corners
-    again = augment(image, mask, settings, np.random.default_rng(0))
+    again = settings(image, mask, 0)
     assert torch.equal(again[0], augmented_image) and torch.equal(again[1], augmented_mask)
 
 
@@ -136,7 +131,7 @@ def test_scale_and_rotation_keep_shapes_and_mask_values() -> None:
 
 def test_training_images_label_sources(tmp_path: Path) -> None:
     source = ListSource([_coded_sample("strong_0"), _coded_sample("weak_0", with_mask=False)])
-    plain = TrainingImages(source, 3, AugmentationSettings())
+    plain = TrainingImages(source, 3, scale_crop_flip())
     strong, weak = plain[(0, 1)], plain[(1, 2)]
     assert strong["has_mask"] and not weak["has_mask"]
     assert torch.equal(strong["mask"], torch.from_numpy(source[0].mask).long())  # type: ignore[arg-type]
@@ -146,14 +141,14 @@ def test_training_images_label_sources(tmp_path: Path) -> None:
     # In retraining, images without a mask read their pseudo label; has_mask stays False.
     pseudo = np.full((6, 8), 2, dtype=np.uint8)
     save_palette_png(pseudo, tmp_path / "weak_0.png")
-    retraining = TrainingImages(source, 3, AugmentationSettings(), tmp_path)
+    retraining = TrainingImages(source, 3, scale_crop_flip(), tmp_path)
     labelled = retraining[(1, 2)]
     assert not labelled["has_mask"]
     assert labelled["mask"].eq(2).all()
 
     # Errors travel as data (a loader worker's exception would reach the main process
     # only as traceback text); the batch carries the message that names the file.
-    missing = TrainingImages(source, 3, AugmentationSettings(), tmp_path / "elsewhere")
+    missing = TrainingImages(source, 3, scale_crop_flip(), tmp_path / "elsewhere")
     item = missing[(1, 0)]
     assert set(item) == {"error"} and "pseudo label missing for 'weak_0'" in item["error"]
     batch = pad_collate([missing[(0, 0)], item])
@@ -167,7 +162,7 @@ def test_micro_batches_put_strong_first_split_for_accumulation_and_raise_data_er
         _coded_sample(f"w{i}", with_mask=False) for i in range(4)
     ]
     source = ListSource(samples)
-    dataset = TrainingImages(source, 3, AugmentationSettings())
+    dataset = TrainingImages(source, 3, scale_crop_flip())
     strong = IterationBatches([0, 1, 2, 3], 4, 0, "strong", 0, 2)
     weak = IterationBatches([4, 5, 6, 7], 2, 0, "weak", 0, 2)
     iterations = list(micro_batches([(dataset, strong), (dataset, weak)], 2, torch.device("cpu")))
@@ -179,7 +174,7 @@ def test_micro_batches_put_strong_first_split_for_accumulation_and_raise_data_er
     assert first.masks[first.weak].eq(IGNORE_INDEX).all()
     assert first.strong == slice(0, 2) and first.weak == slice(2, 3)
     # A missing pseudo label stops the stage with the file's name, not a worker traceback.
-    retraining = TrainingImages(source, 3, AugmentationSettings(), tmp_path)
+    retraining = TrainingImages(source, 3, scale_crop_flip(), tmp_path)
     sampler = IterationBatches([4, 5], 2, 0, "retrain", 0, 1)
     with pytest.raises(DataError, match="pseudo label missing for 'w"):
         next(micro_batches([(retraining, sampler)], 1, torch.device("cpu")))

@@ -245,7 +245,12 @@ def test_digit_upscaling_matches_pil_bilinear(size: int) -> None:
 
 # --------------------------------------------------------------------- stroke dilation
 
-_BOLD: dict[str, Any] = {"canvas_size": 32, "min_digit_size": 14, "max_digit_size": 22, "digit_classes": (0, 1, 4, 7)}
+_BOLD: dict[str, Any] = {
+    "canvas_size": 32,
+    "min_digit_size": 14,
+    "max_digit_size": 22,
+    "digit_classes": (0, 1, 4, 7),
+}
 
 
 def _foreground(mask: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.bool_]]:

@@ -184,7 +184,7 @@ def test_overrides_apply_with_their_types(tmp_path: Path) -> None:
         [
             "cross_training.iterations=7",
             "optimizer.lr=0.01",
-            "augmentation.horizontal_flip=true",
+            "augmentation.strong.horizontal_flip=true",
             "retrain.pseudo_labels.scales=[1.0, 1.5]",
             "experiment.output_dir=/tmp/some runs",
             "data.num_val=8",
@@ -192,7 +192,7 @@ def test_overrides_apply_with_their_types(tmp_path: Path) -> None:
     )
     assert recipe.cross_training.iterations == 7
     assert recipe.optimizer.parameters()["lr"] == 0.01
-    assert recipe.augmentation.horizontal_flip is True
+    assert recipe.augmentation.strong.parameters()["horizontal_flip"] is True
     assert recipe.retrain.pseudo_labels.scales == (1.0, 1.5)
     assert recipe.experiment.output_dir == "/tmp/some runs"
     assert recipe.data.parameters()["num_val"] == 8

@@ -81,7 +81,7 @@ def add_distribution(site: Path, name: str, entry_points: dict[str, dict[str, st
 
 FAKE_COMPONENTS = '''
 """Components of the fake plugins."""
-from pctkit.components.heads.deeplabv3plus import FusionHead
+from pctkit.components.heads._deeplabv3plus import FusionHead
 
 
 def untyped_backbone(*, width=16):

@@ -67,8 +67,8 @@ def test_retrain_inherits_model_optimizer_and_scheduler() -> None:
 
 
 def test_section_checks() -> None:
-    with pytest.raises(ValidationError, match="scale_range must satisfy 0 < min <= max"):
-        Augmentation(scale_range=(1.5, 1.0))
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        Augmentation(scale_range=(1.5, 1.0))  # one pipeline per stream now
     with pytest.raises(ValidationError, match="stride 200 is larger than window 100"):
         Evaluation(window=100, stride=200)
 

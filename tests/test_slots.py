@@ -24,6 +24,10 @@ def test_every_slot_of_the_recipe_and_its_kind() -> None:
     assert slots == {
         ("method",): "methods",
         ("data",): "datasets",
+        ("augmentation", "strong"): "augmentations",
+        ("augmentation", "weak"): "augmentations",
+        ("augmentation", "retrain"): "augmentations",
+        ("evaluation", "postprocess"): "postprocess",
         ("model", "backbone"): "backbones",
         ("model", "head"): "heads",
         ("loss", "segmentation"): "losses",

@@ -168,6 +168,13 @@ def export_onnx(net: nn.Module, path: Path, input_size: tuple[int, int]) -> None
     ``logits`` (N, C, H, W); batch, height and width are dynamic."""
     import torch
 
+    backbone = getattr(net, "backbone", None)
+    if getattr(backbone, "input_multiple", None):
+        raise ExportError(
+            "ONNX export does not support backbones that resize their input to a multiple of a "
+            "patch size (ViTs): the traced graph would fix the patch grid. Use the safetensors "
+            "bundle (pctkit.load_model) instead."
+        )
     try:
         import onnx  # noqa: F401  (the exporter needs it; fail with a clear message first)
     except ImportError:

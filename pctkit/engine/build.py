@@ -66,9 +66,13 @@ def build_net(model: Model, num_classes: int) -> SegmentationNet:
     return build_head(model, build_backbone(model), num_classes)
 
 
-def build_optimizer(spec: ComponentSpec, net: nn.Module, classifier_lr_multiplier: float) -> Optimizer:
+def build_optimizer(
+    spec: ComponentSpec, net: nn.Module, classifier_lr_multiplier: float, head_lr_multiplier: float = 1.0
+) -> Optimizer:
     """The optimizer of ``spec`` over ``net``'s parameters (classifier group scaled)."""
-    optimizer = build_component("optimizers", spec, parameter_groups(net, classifier_lr_multiplier))
+    optimizer = build_component(
+        "optimizers", spec, parameter_groups(net, classifier_lr_multiplier, head_lr_multiplier)
+    )
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer {spec.type!r} did not return a torch Optimizer")
     return optimizer

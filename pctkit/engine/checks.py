@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from pctkit.components.backbones import crop_size_issue
 from pctkit.components.contracts import DataError, ParameterError, SegmentationData
 from pctkit.engine.build import (
     build_backbone,
@@ -81,11 +82,22 @@ def method_traits(recipe: Recipe, num_classes: int) -> tuple[MethodTraits | None
     return traits, []
 
 
-def _check_model(model: Model, path: str, num_classes: int, size: int) -> list[RecipeIssue]:
+def _check_model(
+    model: Model, path: str, num_classes: int, size: int, crops: dict[str, int] | None = None
+) -> list[RecipeIssue]:
     try:
         backbone = build_backbone(model)
     except Exception as error:  # any failure of a component factory is the user's to see
         return [component_issue(f"{path}.backbone", error)]
+    issues = []
+    for stream, crop in (crops or {}).items():
+        problem = crop_size_issue(backbone, crop)
+        if problem is not None:
+            issues.append(
+                RecipeIssue(path=f"augmentation.{stream}.crop_size", message=problem, source="check")
+            )
+    if issues:
+        return issues
     try:
         net = build_head(model, backbone, num_classes)
     except Exception as error:
@@ -143,6 +155,21 @@ def _check_data(recipe: Recipe, checked: list[str]) -> tuple[SegmentationData | 
     return data, issues
 
 
+def _check_augmentations(recipe: Recipe) -> tuple[dict[str, int], list[RecipeIssue]]:
+    """Build each stream's augmentation; returns their crop sizes and the issues."""
+    crops: dict[str, int] = {}
+    issues: list[RecipeIssue] = []
+    streams = ["strong", "weak"] + (["retrain"] if recipe.retrain.enabled else [])
+    for stream in streams:
+        try:
+            augment = build_component("augmentations", getattr(recipe.augmentation, stream))
+        except Exception as error:
+            issues.append(component_issue(f"augmentation.{stream}", error))
+            continue
+        crops[stream] = int(getattr(augment, "crop_size", 0) or 0)
+    return crops, issues
+
+
 def _check_training_components(recipe: Recipe) -> list[RecipeIssue]:
     issues: list[RecipeIssue] = []
     probe = torch.nn.Linear(1, 1)
@@ -178,6 +205,11 @@ def _check_training_components(recipe: Recipe) -> list[RecipeIssue]:
             build_component("losses", spec)
         except Exception as error:
             issues.append(component_issue(path, error))
+    if recipe.evaluation.postprocess is not None:
+        try:
+            build_component("postprocess", recipe.evaluation.postprocess)
+        except Exception as error:
+            issues.append(component_issue("evaluation.postprocess", error))
     return issues
 
 
@@ -218,8 +250,18 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
     issues += rate_problems
     checked += rate_lines
 
-    size = min(recipe.augmentation.crop_size or 64, 128)
-    model_issues = _check_model(recipe.model, "model", num_classes, size)
+    crops, augmentation_issues = _check_augmentations(recipe)
+    issues += augmentation_issues
+    if crops:
+        checked.append(
+            "augmentation: "
+            + ", ".join(
+                f"{stream} {getattr(recipe.augmentation, stream).type}" + (f" (crop {crop})" if crop else "")
+                for stream, crop in crops.items()
+            )
+        )
+    size = min(crops.get("strong") or 64, 128)
+    model_issues = _check_model(recipe.model, "model", num_classes, size, crops)
     issues += model_issues
     if not model_issues:
         checked.append(
@@ -227,7 +269,8 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
             f"(2, {num_classes}, {size}, {size}) logits"
         )
     if recipe.retrain.enabled and recipe.retrain.model != recipe.model:
-        retrain_issues = _check_model(recipe.retrain.model, "retrain.model", num_classes, size)
+        retrain_crops = {"retrain": crops["retrain"]} if "retrain" in crops else {}
+        retrain_issues = _check_model(recipe.retrain.model, "retrain.model", num_classes, size, retrain_crops)
         issues += retrain_issues
         if not retrain_issues:
             checked.append("retrain.model: builds and runs")
@@ -235,5 +278,8 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
     component_issues = _check_training_components(recipe)
     issues += component_issues
     if not component_issues:
-        checked.append("optimizers, schedules and losses build")
+        built = "optimizers, schedules and losses build"
+        if recipe.evaluation.postprocess is not None:
+            built += f"; evaluation.postprocess {recipe.evaluation.postprocess.type} builds"
+        checked.append(built)
     return issues, checked

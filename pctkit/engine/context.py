@@ -21,10 +21,10 @@ from pctkit.artifacts.models import save_net
 from pctkit.artifacts.run_dir import Progress, RunDirectory
 from pctkit.artifacts.tensorboard import TensorBoardLog
 from pctkit.components.contracts import SegmentationData
-from pctkit.engine.build import build_net
-from pctkit.engine.data import AugmentationSettings, stable_seed
+from pctkit.engine.build import build_component, build_net
+from pctkit.engine.data import Augment, stable_seed
 from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, unwrap
-from pctkit.engine.evaluation import EvaluationResult, evaluate
+from pctkit.engine.evaluation import EvaluationResult, Postprocess, evaluate
 from pctkit.engine.memory import memory_kind, peak_memory_gib, reset_peak_memory
 from pctkit.engine.reporting import Reporter
 from pctkit.recipe.schema import Model, Recipe
@@ -149,7 +149,11 @@ class RunContext:
         return net
 
     def evaluate(
-        self, net: nn.Module, num_examples: int = 0, progress: Callable[[int], None] | None = None
+        self,
+        net: nn.Module,
+        num_examples: int = 0,
+        progress: Callable[[int], None] | None = None,
+        postprocess: Postprocess | None = None,
     ) -> EvaluationResult:
         """The network's mIoU on the validation split, as the recipe evaluates."""
         settings = self.recipe.evaluation
@@ -166,6 +170,7 @@ class RunContext:
             num_examples=num_examples,
             sliding_window=(settings.window, settings.stride) if settings.mode == "sliding" else None,
             progress=progress,
+            postprocess=postprocess,
         )
 
     def save_net(self, net: nn.Module, role: str, model: Model) -> None:
@@ -184,16 +189,25 @@ class RunContext:
     def net_hints(self) -> dict[str, Any]:
         """What a user of saved weights needs beyond the classes: the palette and the
         input size the net was trained at (the crop, else the first training image)."""
-        crop = self.recipe.augmentation.crop_size
+        crop = int(getattr(self.augmentation("strong"), "crop_size", 0))
         height, width = (crop, crop) if crop else self.data.train[0].image.shape[:2]
         hints: dict[str, Any] = {"input_size": [int(height), int(width)]}
         if self.data.palette:
             hints["palette"] = self.data.palette
         return hints
 
-    def augmentation(self) -> AugmentationSettings:
-        """The recipe's augmentation, as the datasets take it."""
-        return AugmentationSettings(**self.recipe.augmentation.model_dump())
+    def augmentation(self, stream: str) -> Augment:
+        """The augmentation component of a stream (``strong``, ``weak``, ``retrain``)."""
+        augment: Augment = build_component("augmentations", getattr(self.recipe.augmentation, stream))
+        return augment
+
+    def postprocess(self, role: str) -> Postprocess | None:
+        """The final evaluation's post-processing of ``role``'s net, if the recipe asks."""
+        settings = self.recipe.evaluation
+        if settings.postprocess is None or role not in settings.postprocess_nets:
+            return None
+        postprocess: Postprocess = build_component("postprocess", settings.postprocess)
+        return postprocess
 
     def scaler(self) -> torch.amp.GradScaler | None:
         """A gradient scaler for fp16, else ``None``."""

@@ -10,18 +10,14 @@ computes the same global batch and takes its own slice.
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision.transforms import InterpolationMode
 
 from pctkit.components.contracts import IGNORE_INDEX, DataError, RawSample, SampleSource
 from pctkit.methods.base import Batch
@@ -34,17 +30,8 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
-@dataclass(frozen=True)
-class AugmentationSettings:
-    """Plain copy of the recipe's ``[augmentation]`` (the engine reads no recipe types
-    below this line, so workers pickle little)."""
-
-    scale_range: tuple[float, float] = (1.0, 1.0)
-    crop_size: int = 0
-    horizontal_flip: bool = False
-    color_jitter: float = 0.0
-    gaussian_blur: float = 0.0
-    rotation: float = 0.0
+Augment = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
+"""An augmentation component: ``(uint8 image (3, H, W), long mask (H, W), seed) -> both``."""
 
 
 def to_tensors(sample: RawSample, mask: np.ndarray | None) -> tuple[Tensor, Tensor]:
@@ -55,49 +42,6 @@ def to_tensors(sample: RawSample, mask: np.ndarray | None) -> tuple[Tensor, Tens
     else:
         target = torch.from_numpy(np.ascontiguousarray(mask)).long()
     return image, target
-
-
-def augment(
-    image: Tensor, mask: Tensor, settings: AugmentationSettings, rng: np.random.Generator
-) -> tuple[Tensor, Tensor]:
-    """Apply the declared augmentation to an image and its mask together.
-
-    Geometry is shared (masks use nearest neighbour and ignore-fill only); photometric
-    changes touch the image alone.
-    """
-    low, high = settings.scale_range
-    if high > low or low != 1.0:
-        scale = float(rng.uniform(low, high))
-        size = [max(1, round(image.shape[1] * scale)), max(1, round(image.shape[2] * scale))]
-        image = TF.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
-        mask = TF.resize(mask[None], size, interpolation=InterpolationMode.NEAREST)[0]
-    if settings.rotation > 0:
-        angle = float(rng.uniform(-settings.rotation, settings.rotation))
-        image = TF.rotate(image, angle, interpolation=InterpolationMode.BILINEAR, fill=[0.0])
-        mask = TF.rotate(mask[None], angle, interpolation=InterpolationMode.NEAREST, fill=[IGNORE_INDEX])[0]
-    if settings.crop_size > 0:
-        crop = settings.crop_size
-        pad_h, pad_w = max(0, crop - image.shape[1]), max(0, crop - image.shape[2])
-        if pad_h or pad_w:
-            image = TF.pad(image, [0, 0, pad_w, pad_h], fill=0)
-            mask = TF.pad(mask[None], [0, 0, pad_w, pad_h], fill=IGNORE_INDEX)[0]
-        top = int(rng.integers(0, image.shape[1] - crop + 1))
-        left = int(rng.integers(0, image.shape[2] - crop + 1))
-        image = image[:, top : top + crop, left : left + crop]
-        mask = mask[top : top + crop, left : left + crop]
-    if settings.horizontal_flip and rng.random() < 0.5:
-        image = image.flip(-1)
-        mask = mask.flip(-1)
-    if settings.color_jitter > 0:
-        strength = settings.color_jitter
-        image = TF.adjust_brightness(image, float(rng.uniform(1 - strength, 1 + strength)))
-        image = TF.adjust_contrast(image, float(rng.uniform(1 - strength, 1 + strength)))
-        image = TF.adjust_saturation(image, float(rng.uniform(1 - strength, 1 + strength)))
-    if settings.gaussian_blur > 0 and rng.random() < settings.gaussian_blur:
-        sigma = float(rng.uniform(0.1, 2.0))
-        kernel = 2 * math.ceil(2 * sigma) + 1
-        image = TF.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
-    return image.contiguous(), mask.contiguous()
 
 
 def labels_vector(image_labels: Sequence[int], num_classes: int, name: str) -> Tensor:
@@ -117,7 +61,7 @@ class TrainingImages(Dataset[dict[str, Any]]):
     Args:
         source: the raw samples.
         num_classes: class count (for the multi-hot labels).
-        augmentation: what to apply.
+        augmentation: the stream's augmentation component (seeded per sample).
         pseudo_label_dir: where to read a label for images without a mask (the
             retraining stage); ``None`` leaves them unlabelled (all 255).
     """
@@ -126,7 +70,7 @@ class TrainingImages(Dataset[dict[str, Any]]):
         self,
         source: SampleSource,
         num_classes: int,
-        augmentation: AugmentationSettings,
+        augmentation: Augment,
         pseudo_label_dir: Path | None = None,
     ) -> None:
         self.source = source
@@ -155,7 +99,7 @@ class TrainingImages(Dataset[dict[str, Any]]):
                 raise DataError(f"pseudo label missing for {sample.name!r}: {path}")
             mask = load_mask_png(path)
         image, target = to_tensors(sample, mask)
-        image, target = augment(image, target, self.augmentation, np.random.default_rng(seed))
+        image, target = self.augmentation(image, target, seed)
         return {
             "image": image,
             "mask": target,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
@@ -26,6 +28,8 @@ class EvaluationResult:
     with_labels: ConfusionMatrix
     class_names: list[str]
     examples: list[dict[str, Any]] = field(default_factory=list)
+    postprocessed: ConfusionMatrix | None = None
+    """Plain predictions after the post-processing (the CRF), where one was asked for."""
 
     def summary(self) -> dict[str, Any]:
         """mIoU and per-class IoU, JSON-friendly."""
@@ -36,13 +40,17 @@ class EvaluationResult:
                 for name, value in zip(self.class_names, matrix.iou(), strict=True)
             }
 
-        return {
+        summary: dict[str, Any] = {
             "miou": self.plain.miou(),
             "miou_with_labels": self.with_labels.miou(),
             "pixel_accuracy": self.plain.pixel_accuracy(),
             "iou": per_class(self.plain),
             "iou_with_labels": per_class(self.with_labels),
         }
+        if self.postprocessed is not None:
+            summary["miou_postprocessed"] = self.postprocessed.miou()
+            summary["iou_postprocessed"] = per_class(self.postprocessed)
+        return summary
 
 
 def autocast_context(device: torch.device, precision: str) -> Any:
@@ -108,6 +116,7 @@ def evaluate(
     use_reference: bool = False,
     num_examples: int = 0,
     progress: Any = None,
+    postprocess: Postprocess | None = None,
     sliding_window: tuple[int, int] | None = None,
 ) -> EvaluationResult:
     """mIoU of ``net`` over ``source`` (sharded over workers, matrices summed).
@@ -119,6 +128,8 @@ def evaluate(
             quality on weak images) instead of their training masks.
         num_examples: keep this many (image, gt, prediction) triples for pictures.
         progress: optional callable ``(advance: int)`` for a progress bar.
+        postprocess: refines each image's softmax probabilities (the dense CRF); the
+            plain predictions are scored with and without it.
     """
     world = current_world()
     num_classes = len(class_names)
@@ -130,6 +141,7 @@ def evaluate(
     )
     plain = ConfusionMatrix(num_classes)
     with_labels = ConfusionMatrix(num_classes)
+    postprocessed = ConfusionMatrix(num_classes) if postprocess is not None else None
     examples: list[dict[str, Any]] = []
     was_training = net.training
     net.eval()
@@ -144,6 +156,12 @@ def evaluate(
         prediction_with_labels = class_aware_prediction(logits, labels).cpu()
         plain.update(prediction, batch["mask"])
         with_labels.update(prediction_with_labels, batch["mask"])
+        if postprocess is not None and postprocessed is not None:
+            for slot, (height, width) in enumerate(batch["sizes"]):
+                refined = refine(
+                    postprocess, batch["image"][slot, :, :height, :width], logits[slot, :, :height, :width]
+                )
+                postprocessed.update(refined, batch["mask"][slot, :height, :width])
         for slot in range(len(batch["sizes"])):
             if len(examples) >= num_examples:
                 break
@@ -162,7 +180,21 @@ def evaluate(
     net.train(was_training)
     all_reduce_sum(plain.matrix)
     all_reduce_sum(with_labels.matrix)
-    return EvaluationResult(plain, with_labels, class_names, examples)
+    if postprocessed is not None:
+        all_reduce_sum(postprocessed.matrix)
+    return EvaluationResult(plain, with_labels, class_names, examples, postprocessed)
+
+
+Postprocess = Callable[[npt.NDArray[np.uint8], npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+"""A post-processing component: ``(image (H, W, 3) uint8, probabilities (C, H, W)) -> probabilities``."""
+
+
+def refine(postprocess: Postprocess, image: Tensor, logits: Tensor) -> Tensor:
+    """The plain prediction ``(H, W)`` of one image after post-processing its softmax
+    probabilities (logits averaged first, as the released code does before its CRF)."""
+    probabilities = torch.softmax(logits.float(), dim=0).cpu().numpy()
+    pixels = image.permute(1, 2, 0).contiguous().cpu().numpy()
+    return torch.from_numpy(postprocess(pixels, probabilities).argmax(axis=0))
 
 
 def class_aware_or_plain(logits: Tensor, labels: Tensor | None) -> Tensor:

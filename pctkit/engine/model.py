@@ -52,18 +52,43 @@ class SegmentationNet(nn.Module):
         return list(classifier.parameters()) if isinstance(classifier, nn.Module) else []
 
 
-def parameter_groups(net: nn.Module, classifier_lr_multiplier: float) -> list[dict[str, object]]:
-    """Two optimizer groups: the final classifier (``lr_scale`` = multiplier) and the rest."""
+def parameter_groups(
+    net: nn.Module, classifier_lr_multiplier: float, head_lr_multiplier: float = 1.0
+) -> list[dict[str, object]]:
+    """Optimizer groups, each with its ``lr_scale``: the final classifier
+    (``classifier_lr_multiplier``), the rest of the head (``head_lr_multiplier``) and the
+    backbone (1, times the backbone's own layer-wise scales where it has them,
+    ``parameter_lr_scales()``). Parameters of equal scale share one group, in the net's
+    parameter order."""
     target = unwrap(net)
-    classifier = (
-        {id(p) for p in target.classifier_parameters()} if isinstance(target, SegmentationNet) else set()
-    )
-    rest = [p for p in net.parameters() if id(p) not in classifier and p.requires_grad]
-    head = [p for p in net.parameters() if id(p) in classifier and p.requires_grad]
-    groups: list[dict[str, object]] = [{"params": rest, "lr_scale": 1.0, "name": "body"}]
-    if head:
-        groups.append({"params": head, "lr_scale": classifier_lr_multiplier, "name": "classifier"})
-    return groups
+    classifier: set[int] = set()
+    head: set[int] = set()
+    backbone_scales: dict[int, float] = {}
+    if isinstance(target, SegmentationNet):
+        classifier = {id(p) for p in target.classifier_parameters()}
+        head = {id(p) for p in target.head.parameters()}
+        own = getattr(target.backbone, "parameter_lr_scales", None)
+        if callable(own):
+            scales = own()
+            backbone_scales = {
+                id(p): float(scales.get(n, 1.0)) for n, p in target.backbone.named_parameters()
+            }
+    groups: dict[float, list[nn.Parameter]] = {}
+    names: dict[float, str] = {}
+    for parameter in net.parameters():
+        if not parameter.requires_grad:
+            continue
+        if id(parameter) in classifier:
+            scale, name = classifier_lr_multiplier, "classifier"
+        elif id(parameter) in head:
+            scale, name = head_lr_multiplier, "head"
+        else:
+            scale, name = backbone_scales.get(id(parameter), 1.0), "body"
+        groups.setdefault(scale, []).append(parameter)
+        names.setdefault(scale, name)
+    # The body's group first, the classifier's last, as the optimizers have always had them.
+    order = sorted(groups, key=lambda scale: (names[scale] == "classifier", names[scale] != "body", -scale))
+    return [{"params": groups[scale], "lr_scale": scale, "name": names[scale]} for scale in order]
 
 
 @torch.no_grad()

@@ -102,7 +102,9 @@ class Evaluation:
         clock = context.clock(self.name)
         with context.reporter.task("evaluation", len(outputs.nets)) as (advance, _):
             for role, net in outputs.nets.items():
-                evaluations[role] = context.evaluate(net, num_examples=num_pictures)
+                evaluations[role] = context.evaluate(
+                    net, num_examples=num_pictures, postprocess=context.postprocess(role)
+                )
                 results["nets"][role] = evaluations[role].summary()
                 advance(1)
         results["pseudo_labels"] = outputs.pseudo_label_quality

@@ -66,7 +66,7 @@ class TrainingStage:
         optimizers = {}
         for role, net in method.nets.items():
             optimizers[role] = build_optimizer(
-                self.components(context, role)[0], net, loop.classifier_lr_multiplier
+                self.components(context, role)[0], net, loop.classifier_lr_multiplier, loop.head_lr_multiplier
             )
             for group in optimizers[role].param_groups:  # before the schedule records its base
                 group["lr"] *= learning_rate_factor(loop, self.batch_size(context, method))
@@ -244,11 +244,11 @@ class CrossTraining(TrainingStage):
     def streams(self, context: RunContext, method: Method, start: int) -> list[tuple[Any, IterationBatches]]:
         recipe, data, world = context.recipe, context.data, context.world
         settings = recipe.cross_training
-        dataset = TrainingImages(data.train, data.num_classes, context.augmentation())
+        strong = TrainingImages(data.train, data.num_classes, context.augmentation("strong"))
         seed = recipe.experiment.seed
         streams: list[tuple[Any, IterationBatches]] = [
             (
-                dataset,
+                strong,
                 IterationBatches(
                     data.strong_indices,
                     settings.strong_batch_size,
@@ -272,7 +272,8 @@ class CrossTraining(TrainingStage):
                 world.rank,
                 world.world_size,
             )
-            streams.append((dataset, weak))
+            weak_images = TrainingImages(data.train, data.num_classes, context.augmentation("weak"))
+            streams.append((weak_images, weak))
         return streams
 
     def publish(self, context: RunContext, outputs: RunOutputs, method: Method) -> None:
@@ -302,7 +303,7 @@ class Retraining(TrainingStage):
     def streams(self, context: RunContext, method: Method, start: int) -> list[tuple[Any, IterationBatches]]:
         recipe, data, world = context.recipe, context.data, context.world
         dataset = TrainingImages(
-            data.train, data.num_classes, context.augmentation(), context.run_dir.pseudo_labels
+            data.train, data.num_classes, context.augmentation("retrain"), context.run_dir.pseudo_labels
         )
         sampler = IterationBatches(
             list(range(len(data.train))),

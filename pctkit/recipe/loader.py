@@ -17,7 +17,7 @@ from pctkit import registry
 from pctkit.recipe.issues import RecipeError, RecipeIssue
 from pctkit.recipe.migrate import migrate
 from pctkit.recipe.schema import RETRAIN_INHERITS, Recipe, with_retrain_defaults
-from pctkit.recipe.slots import component_slots, recipe_model, slot_at
+from pctkit.recipe.slots import component_slots, recipe_model, slot_at, with_default_types
 from pctkit.recipe.text import line_of, parse_recipe_text
 
 
@@ -196,6 +196,7 @@ def validate_recipe_data(
     and for each deprecated component name, is appended to ``notes`` when given.
     """
     found_notes = migrate(raw)
+    with_default_types(raw)
     model = recipe_model()
     try:
         recipe = model.model_validate(raw)

@@ -32,9 +32,35 @@ def _toml(value: Any) -> str:
     return str(value)
 
 
+_STREAMS = ("strong", "weak", "retrain")
+
+
+def _migrate_augmentation(raw: dict[str, Any]) -> list[RecipeIssue]:
+    """``[augmentation]`` keys of one pipeline for every stream -> one ``scale_crop_flip``
+    section per stream (the same augmentation, bit for bit)."""
+    section = raw.get("augmentation")
+    if not isinstance(section, dict):
+        return []
+    flat = {key: value for key, value in section.items() if key not in _STREAMS}
+    if not flat:
+        return []
+    for key in flat:
+        del section[key]
+    for stream in _STREAMS:
+        section.setdefault(stream, {"type": "scale_crop_flip", **flat})
+    return [
+        _note(
+            "augmentation",
+            "one augmentation pipeline per stream now",
+            "write [augmentation.strong], [augmentation.weak] and [augmentation.retrain], each with "
+            'type = "scale_crop_flip" and these keys',
+        )
+    ]
+
+
 def migrate(raw: dict[str, Any]) -> list[RecipeIssue]:
     """Rewrite old spellings in ``raw`` in place; returns one note per rewritten key."""
-    notes: list[RecipeIssue] = []
+    notes: list[RecipeIssue] = _migrate_augmentation(raw)
     cross = raw.get("cross_training")
     if not isinstance(cross, dict):
         return notes

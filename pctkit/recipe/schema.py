@@ -104,27 +104,20 @@ class Experiment(StrictModel):
 
 
 class Augmentation(StrictModel):
-    """Training-time augmentation, applied to image and mask together."""
+    """Training-time augmentation: one pipeline per stream, applied to image and mask
+    together (see `pctkit list augmentations`)."""
 
-    scale_range: tuple[float, float] = Field(
-        (1.0, 1.0), description="Random rescale factor range (min, max)."
+    strong: ComponentSpec = component(
+        "augmentations",
+        "The strong (pixel-labelled) images of stage 1 (released code: random_ops_crop).",
+        "scale_crop_flip",
     )
-    crop_size: int = Field(
-        0, ge=0, description="Square random crop (ignore-padded if smaller); 0 keeps the size."
+    weak: ComponentSpec = component(
+        "augmentations", "The weak images of stage 1 (released code: crop only).", "scale_crop_flip"
     )
-    horizontal_flip: bool = Field(False, description="Random horizontal flips.")
-    color_jitter: float = Field(
-        0.0, ge=0.0, le=1.0, description="Strength of brightness/contrast/saturation jitter."
+    retrain: ComponentSpec = component(
+        "augmentations", "Every image of retraining (released code: the strong stream).", "scale_crop_flip"
     )
-    gaussian_blur: float = Field(0.0, ge=0.0, le=1.0, description="Probability of a Gaussian blur.")
-    rotation: float = Field(0.0, ge=0.0, le=180.0, description="Maximum random rotation, degrees.")
-
-    @model_validator(mode="after")
-    def _ordered_scales(self) -> Augmentation:
-        low, high = self.scale_range
-        if not 0 < low <= high:
-            raise ValueError(f"scale_range must satisfy 0 < min <= max, got {list(self.scale_range)}")
-        return self
 
 
 class Loader(StrictModel):
@@ -171,6 +164,9 @@ class TrainingLoop(StrictModel):
     iterations: int = Field(gt=0, description="Training iterations.")
     classifier_lr_multiplier: float = Field(
         10.0, gt=0, description="Learning-rate multiple of the final classifier layer."
+    )
+    head_lr_multiplier: float = Field(
+        1.0, gt=0, description="Learning-rate multiple of the rest of the head (40 in UniMatch V2 for ViTs)."
     )
     accumulate: int = Field(1, ge=1, description="Gradient accumulation steps per iteration.")
     reference_batch_size: int = Field(
@@ -256,6 +252,15 @@ class Evaluation(StrictModel):
     )
     window: int = Field(512, ge=16, description="Side of a sliding window, pixels (mode 'sliding').")
     stride: int = Field(341, ge=1, description="Step between sliding windows, pixels (mode 'sliding').")
+    postprocess: ComponentSpec | None = component(
+        "postprocess",
+        "Refines the final predictions of postprocess_nets (dense_crf: the released code's CRF); "
+        "results report mIoU with and without it. Absent: none.",
+        optional=True,
+    )
+    postprocess_nets: tuple[str, ...] = Field(
+        ("retrained",), description="The nets whose final plain predictions are post-processed."
+    )
 
     @model_validator(mode="after")
     def _windows_overlap_or_touch(self) -> Evaluation:

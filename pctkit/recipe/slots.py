@@ -52,6 +52,40 @@ def component_slots(
     return found
 
 
+def slot_defaults(
+    model: type[BaseModel] = Recipe, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], str]:
+    """The slots that name a default component: recipe path -> that component's name."""
+    found: dict[tuple[str, ...], str] = {}
+    for name, field in model.model_fields.items():
+        if slot_kind(field) is not None:
+            if field.default_factory is not None:
+                found[(*prefix, name)] = str(field.default_factory().type)  # type: ignore[call-arg]
+            continue
+        section, table = _sections(field.annotation)
+        if section is not None:
+            found.update(slot_defaults(section, (*prefix, name, ANY_KEY) if table else (*prefix, name)))
+    return found
+
+
+def with_default_types(raw: dict[str, Any]) -> None:
+    """Give a partly written section of a slot with a default component that default's
+    ``type``, in place: ``--set method.score_power=2`` alone means the default method."""
+    for path, name in slot_defaults().items():
+        nodes: list[Any] = [raw]
+        for part in path[:-1]:
+            nodes = [
+                child
+                for node in nodes
+                if isinstance(node, dict)
+                for child in (node.values() if part == ANY_KEY else [node.get(part)])
+            ]
+        for node in nodes:
+            section = node.get(path[-1]) if isinstance(node, dict) else None
+            if isinstance(section, dict) and "type" not in section:
+                section["type"] = name
+
+
 def slot_at(path: tuple[str, ...]) -> str | None:
     """The component kind of the slot at ``path`` (table keys match any name)."""
     for slot, kind in component_slots().items():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pctkit.components.contracts import ParameterError
 
 if TYPE_CHECKING:
-    from pctkit.components.backbones._timm import TimmBackbone
+    from pctkit.components.backbones._timm_modules import TimmBackbone
 
 
 def timm_backbone(
