@@ -19,7 +19,7 @@ $(BIN)/python:
 # with it (`pctkit list` shows it with its package of origin).
 $(VENV)/.installed: $(BIN)/python pyproject.toml plugins/pctkit-example-plugin/pyproject.toml
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[demo,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[demo,dev,crf]"
 	$(BIN)/python -m pip install --quiet --no-deps -e plugins/pctkit-example-plugin
 	touch $@
 

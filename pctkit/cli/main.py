@@ -4,6 +4,7 @@ command and turns user mistakes into messages with exit code 1, never a tracebac
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -60,6 +61,8 @@ def main() -> None:
         print_issues(error)
         sys.exit(1)
     except TrainingInterrupted as error:
+        if os.environ.get("RANK", "0") != "0":
+            sys.exit(error.exit_code)  # under torchrun, rank 0 says it once for all
         target = error.run_dir if error.run_dir is not None else "RUN_DIR"
         errors.print(
             f"[yellow]interrupted[/]: {escape(str(error))}. Resume with: pctkit resume {escape(str(target))}",
