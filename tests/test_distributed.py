@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import os
+import shutil
 import signal
 import subprocess
 import sys
