@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -78,6 +78,8 @@ def evaluate_command(
         if path[0] == "evaluation":
             settings[path[-1]] = recipe.evaluation.model_dump(mode="json")[path[-1]]
     predictor.evaluation = settings
+    role = str(predictor.metadata.get("role", "?"))
+    postprocess = _postprocess(settings, role)
     dataset = build_data(recipe)
     if dataset.class_names != predictor.class_names:
         raise UserError(
@@ -96,9 +98,9 @@ def evaluate_command(
             flip=bool(settings.get("flip", False)),
             sliding_window=predictor.sliding_window(),
             progress=advance,
+            postprocess=postprocess,
         )
     summary = result.summary()
-    role = predictor.metadata.get("role", "?")
     if as_json:
         document = {"target": str(target), "net": role, "data": str(data_recipe), "images": len(dataset.val)}
         console.print_json(json.dumps({**document, **summary}))
@@ -106,18 +108,42 @@ def evaluate_command(
     table = Table(
         title=f"{role} net on {len(dataset.val)} images of {recipe.data.type}", title_justify="left"
     )
-    table.add_column("class")
+    table.add_column("class", no_wrap=True)
     table.add_column("IoU plain", justify="right")
     table.add_column("IoU with image labels", justify="right")
+    refined = "iou_postprocessed" in summary
+    if refined:
+        table.add_column(f"IoU plain + {postprocess_name(settings)}", justify="right")
     for name in dataset.class_names:
-        table.add_row(name, _cell(summary["iou"][name]), _cell(summary["iou_with_labels"][name]))
+        cells = [_cell(summary["iou"][name]), _cell(summary["iou_with_labels"][name])]
+        table.add_row(name, *cells, *([_cell(summary["iou_postprocessed"][name])] if refined else []))
     table.add_section()
-    table.add_row(
-        "[bold]mIoU[/]", f"[bold]{summary['miou']:.4f}[/]", f"[bold]{summary['miou_with_labels']:.4f}[/]"
-    )
+    totals = [
+        summary["miou"],
+        summary["miou_with_labels"],
+        *([summary["miou_postprocessed"]] if refined else []),
+    ]
+    table.add_row("[bold]mIoU[/]", *(f"[bold]{value:.4f}[/]" for value in totals))
     console.print(table)
     console.print(f"pixel accuracy {summary['pixel_accuracy']:.4f}", highlight=False)
 
 
 def _cell(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _postprocess(settings: dict[str, Any], role: str) -> Any:
+    """The post-processing the evaluation settings ask for this net (``None`` if none)."""
+    spec = settings.get("postprocess")
+    if not spec or role not in settings.get("postprocess_nets", ("retrained",)):
+        return None
+    from pctkit.engine.build import build_component
+    from pctkit.recipe.schema import ComponentSpec
+
+    return build_component("postprocess", ComponentSpec.model_validate(spec))
+
+
+def postprocess_name(settings: dict[str, Any]) -> str:
+    """The post-processing's component name, for column titles."""
+    spec = settings.get("postprocess") or {}
+    return str(spec.get("type", "postprocess"))

@@ -65,7 +65,7 @@ def _print_summary(summary: RunSummary) -> None:
         return
     nets = summary.results["nets"]
     final = Table(title="Final validation mIoU", title_justify="left")
-    final.add_column("class")
+    final.add_column("class", no_wrap=True)
     for role in nets:
         final.add_column(f"{role}", justify="right")
         final.add_column(f"{role} (labels)", justify="right")

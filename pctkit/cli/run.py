@@ -135,8 +135,15 @@ def show_results(results: dict[str, Any], run_dir: Path) -> None:
     table.add_column("net", no_wrap=True)
     table.add_column("plain", justify="right")
     table.add_column("with image labels", justify="right")
+    refined = any("miou_postprocessed" in summary for summary in results["nets"].values())
+    if refined:
+        table.add_column("plain, post-processed", justify="right")
     for role, summary in results["nets"].items():
-        table.add_row(role, f"{summary['miou']:.4f}", f"{summary['miou_with_labels']:.4f}")
+        cells = [f"{summary['miou']:.4f}", f"{summary['miou_with_labels']:.4f}"]
+        if refined:
+            value = summary.get("miou_postprocessed")
+            cells.append("-" if value is None else f"{value:.4f}")
+        table.add_row(role, *cells)
     console.print(table)
     quality = results.get("pseudo_labels")
     if quality and quality.get("miou") is not None:
