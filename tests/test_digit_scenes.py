@@ -10,12 +10,8 @@ import pytest
 from PIL import Image
 
 from pctkit.components.contracts import DataError, RawSample, SegmentationData
-from pctkit.components.datasets.digit_scenes import (
-    DigitSceneSource,
-    _bilinear_weights,
-    _dilate,
-    digit_scenes,
-)
+from pctkit.components.datasets._digit_scene_source import DigitSceneSource, _bilinear_weights, _dilate
+from pctkit.components.datasets.digit_scenes import digit_scenes
 
 # scikit-learn is the optional `demo` extra; without it only the error test could run.
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
