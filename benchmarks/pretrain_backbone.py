@@ -12,12 +12,12 @@ image of a benchmark class is seen.
 Every batch is a set of fresh scenes (``digit_scenes`` generates them on demand);
 accuracy is measured on held-out scenes whose handwritten digits no training scene
 uses. The weights are written as safetensors without the classifier, for
-``model.backbone.pretrained``: pctkit's timm backbone passes the file to timm with
-``features_only=True``, and timm then loads every backbone tensor by name (it drops a
-file's classifier when the class counts differ and loads non-strictly, so a file from
-another model would load nothing without an error: the script checks that every
-tensor of the backbone pctkit builds equals the trained one). A JSON file beside the
-weights records the settings, the held-out accuracy, the time and that check.
+``model.backbone.pretrained``: pctkit's timm backbone checks the file's tensor names
+and shapes against the model and passes it to timm, which loads every backbone tensor
+by name (non-strictly: it would drop a classifier whose class count differs). The
+script then checks that every tensor of the backbone pctkit builds from the file
+equals the trained one. A JSON file beside the weights records the settings, the
+held-out accuracy, the time and that check.
 
     python benchmarks/pretrain_backbone.py                     # ~2 minutes on one CPU thread
     python benchmarks/pretrain_backbone.py --stroke-dilation 1 --min-digit-size 14 \\

@@ -77,7 +77,7 @@ def _argument_problems(
         problems.append(
             f"stroke_dilation ({stroke_dilation}) must be less than min_digit_size / {_DIGIT_SIDE} "
             f"({min_digit_size} / {_DIGIT_SIDE}, one source pixel): bolder strokes fill the digits' "
-            "holes; 1 keeps digits of 14 px and more readable"
+            "holes; 1 keeps digits of 12 px and more readable"
         )
     if not digit_classes:
         problems.append("digit_classes must name at least one digit, e.g. (0, 1, 2)")
@@ -129,8 +129,9 @@ def digit_scenes(
         max_digit_size: largest side of a pasted digit, in pixels (at most canvas_size).
         stroke_dilation: pixels by which every stroke grows after upscaling, ink and
             mask alike, within the digit's square (0: the scanned strokes; less than
-            min_digit_size / 8). Thin strokes cap even fully supervised IoU far below
-            that of real objects; 1 with digits of 14 px or more raises it.
+            min_digit_size / 8). Thin strokes cap even fully supervised IoU, the more
+            so with coarse features; 1 raises it and keeps digits of 12 px or more
+            readable.
         digit_classes: the digits used, in class order (class 1 is the first one).
         seed: seed of every random choice; the same seed gives the same scenes.
 
