@@ -91,7 +91,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=40, help="images of the tiny layout")
     parser.add_argument("--samples", type=int, default=60, help="timed samples per stream (per-sample costs)")
     parser.add_argument("--workers", type=int, nargs="*", default=[0, 1, 2], help="worker counts")
-    parser.add_argument("--batches", type=int, default=12, help="batches per worker count")
+    parser.add_argument("--batches", type=int, default=24, help="batches per worker count")
     parser.add_argument("--steps", type=int, default=2, help="timed train steps (after one warm-up); 0: none")
     parser.add_argument("--paper-model", action="store_true", help="keep the recipe's ResNet-101")
     parser.add_argument("--device", default="auto", help="device of the train step")
