@@ -34,6 +34,8 @@ def singular(kind: str) -> str:
     """``"backbones"`` -> ``"backbone"``, ``"losses"`` -> ``"loss"``."""
     if kind.endswith("sses"):
         return kind[:-2]
+    if kind.endswith("ss"):  # "postprocess" names one already
+        return kind
     return kind[:-1] if kind.endswith("s") else kind
 
 

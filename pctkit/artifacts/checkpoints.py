@@ -75,9 +75,10 @@ def write(folder: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -
         }
         atomic_write_json(staging / MANIFEST, {"format": MANIFEST_FORMAT, "files": files})
         fsync_directory(staging)
-    except OSError as error:
+    except Exception as error:  # OSError, or safetensors' own error for a failed write
         shutil.rmtree(staging, ignore_errors=True)
-        reason = "the disk is full" if error.errno == errno.ENOSPC else f"{type(error).__name__}: {error}"
+        full = getattr(error, "errno", None) == errno.ENOSPC or "os error 28" in str(error)
+        reason = "the disk is full" if full else f"{type(error).__name__}: {error}"
         raise CheckpointError(
             f"cannot write checkpoint {folder}: {reason}. The previous checkpoint is intact; "
             "free space (or fix the cause) and resume the run."

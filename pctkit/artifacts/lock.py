@@ -60,6 +60,19 @@ class RunLock:
         handle.flush()
         return cls(path, handle)
 
+    @staticmethod
+    def check(path: Path) -> None:
+        """Raise :class:`RunLockedError` if another process holds the lock at ``path``;
+        creates nothing."""
+        if fcntl is None or not path.is_file():
+            return
+        with open(path, encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise RunLockedError(_refusal(path.parent, _read_holder(handle))) from None
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
     def release(self) -> None:
         """Let go of the lock (closing the file drops it)."""
         if self._handle is not None:

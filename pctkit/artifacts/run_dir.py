@@ -66,6 +66,8 @@ class TrainingRecord(TypedDict, total=False):
     peak_memory_gib: float
     method: dict[str, Any]
     """What the method logs beyond its terms (PCT: ``J`` per class)."""
+    skipped_steps: int
+    """Steps of the interval skipped for a non-finite loss (``experiment.skip_nonfinite``)."""
 
 
 class ValidationRecord(TypedDict):

@@ -5,6 +5,7 @@ command and turns user mistakes into messages with exit code 1, never a tracebac
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 
@@ -52,6 +53,9 @@ def main() -> None:
     """Console entry point: user mistakes become messages and exit code 1."""
     # Recipes' deprecated names are reported once, as recipe notes; not again as raw warnings.
     warnings.filterwarnings("ignore", category=registry.DeprecatedNameWarning)
+    # SIGTERM (a batch system stopping the job) outside a training loop, whose own handler
+    # checkpoints first, ends like Ctrl-C: a message, not a silent kill.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         # Without standalone mode click returns the exit code of typer.Exit instead.
         code = app(standalone_mode=False)
@@ -85,11 +89,21 @@ def main() -> None:
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except typer.Abort:
-        errors.print("aborted")
+        errors.print(INTERRUPTED)
         sys.exit(130)
     except click.exceptions.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
-        errors.print("interrupted")
+        errors.print(INTERRUPTED)
         sys.exit(130)
+
+
+INTERRUPTED = (
+    "[yellow]interrupted[/]: stopped before the command finished. A run continues from its newest "
+    "checkpoint with `pctkit resume RUN_DIR`."
+)
+
+
+def _interrupt(signal_number: int, frame: object) -> None:
+    raise KeyboardInterrupt

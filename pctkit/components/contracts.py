@@ -33,7 +33,9 @@ augmented the same way, as the recipe declares.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -102,6 +104,18 @@ class SegmentationData:
         return len(self.class_names)
 
 
+def package_file(path: str) -> Path:
+    """A file path, where ``package:relative/path`` names a file shipped inside an
+    installed Python package (``pctkit:weights/x.safetensors``), found wherever the
+    package is installed."""
+    package, separator, relative = path.partition(":")
+    if separator and len(package) > 1 and package.replace("_", "").replace(".", "").isalnum():
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            return Path(next(iter(spec.submodule_search_locations))) / relative
+    return Path(path).expanduser()
+
+
 class DataError(Exception):
     """Bad or unreadable data. The message names the file and says what is wrong.
 
@@ -135,3 +149,13 @@ class ParameterError(ValueError):
         self.parameter = parameter
         self.message = message
         self.hint = hint
+
+
+class ParameterErrors(ValueError):
+    """Several bad parameters of one component, each a :class:`ParameterError`, so that
+    ``pctkit validate`` reports every one at its own key."""
+
+    def __init__(self, errors: list[ParameterError], component: str = "") -> None:
+        text = "; ".join(error.message for error in errors)
+        super().__init__(f"{component}: {text}" if component else text)
+        self.errors = errors

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from pctkit.components.backbones import crop_size_issue
-from pctkit.components.contracts import DataError, ParameterError, SegmentationData
+from pctkit.components.contracts import DataError, ParameterError, ParameterErrors, SegmentationData
 from pctkit.engine.build import (
     build_backbone,
     build_component,
@@ -48,6 +48,13 @@ def component_issue(section: str, error: BaseException) -> RecipeIssue:
     return RecipeIssue(path=section, message=message, hint=hint, source="check")
 
 
+def component_issues(section: str, error: BaseException) -> list[RecipeIssue]:
+    """:func:`component_issue`, one per parameter of a :class:`ParameterErrors`."""
+    if isinstance(error, ParameterErrors):
+        return [component_issue(section, each) for each in error.errors]
+    return [component_issue(section, error)]
+
+
 @dataclass
 class MethodTraits:
     """What validation needs to know of the recipe's method, without building its nets."""
@@ -70,7 +77,7 @@ def method_traits(recipe: Recipe, num_classes: int) -> tuple[MethodTraits | None
         method = build_component("methods", recipe.method, inputs)
         traits = MethodTraits(list(method.nets), method.labeller, bool(method.draws_weak_images))
     except Exception as error:  # a plugin's method may raise anything
-        return None, [component_issue("method", error)]
+        return None, component_issues("method", error)
     if traits.labeller not in traits.roles:
         issue = RecipeIssue(
             path="method.type",
@@ -88,7 +95,7 @@ def _check_model(
     try:
         backbone = build_backbone(model)
     except Exception as error:  # any failure of a component factory is the user's to see
-        return [component_issue(f"{path}.backbone", error)]
+        return component_issues(f"{path}.backbone", error)
     issues = []
     for stream, crop in (crops or {}).items():
         problem = crop_size_issue(backbone, crop)
@@ -101,13 +108,13 @@ def _check_model(
     try:
         net = build_head(model, backbone, num_classes)
     except Exception as error:
-        return [component_issue(f"{path}.head", error)]
+        return component_issues(f"{path}.head", error)
     net.eval()
     try:
         with torch.no_grad():
             logits = net(torch.rand(2, 3, size, size))
     except Exception as error:
-        return [component_issue(path, error)]
+        return component_issues(path, error)
     if tuple(logits.shape) != (2, num_classes, size, size):
         return [
             RecipeIssue(
@@ -124,7 +131,7 @@ def _check_data(recipe: Recipe, checked: list[str]) -> tuple[SegmentationData | 
     try:
         data = build_data(recipe)
     except Exception as error:
-        return None, [component_issue("data", error)]
+        return None, component_issues("data", error)
     issues: list[RecipeIssue] = []
     checked.append(
         f"data: {len(data.train)} training ({len(data.strong_indices)} strong), "
@@ -151,7 +158,7 @@ def _check_data(recipe: Recipe, checked: list[str]) -> tuple[SegmentationData | 
             kind = "strong" if index in strong else "weak"
             checked.append(f"data: first {kind} training image {data.train[index].name!r} loads")
     except Exception as error:
-        issues.append(component_issue("data", error))
+        issues += component_issues("data", error)
     return data, issues
 
 
@@ -164,7 +171,7 @@ def _check_augmentations(recipe: Recipe) -> tuple[dict[str, int], list[RecipeIss
         try:
             augment = build_component("augmentations", getattr(recipe.augmentation, stream))
         except Exception as error:
-            issues.append(component_issue(f"augmentation.{stream}", error))
+            issues += component_issues(f"augmentation.{stream}", error)
             continue
         crops[stream] = int(getattr(augment, "crop_size", 0) or 0)
     return crops, issues
@@ -190,12 +197,12 @@ def _check_training_components(recipe: Recipe) -> list[RecipeIssue]:
         try:
             optimizer = build_optimizer(optimizer_spec, probe, 1.0)
         except Exception as error:
-            issues.append(component_issue(f"{prefix}optimizer", error))
+            issues += component_issues(f"{prefix}optimizer", error)
             continue
         try:
             build_scheduler(scheduler_spec, optimizer, total)
         except Exception as error:
-            issues.append(component_issue(f"{prefix}scheduler", error))
+            issues += component_issues(f"{prefix}scheduler", error)
     for path, spec in (
         ("loss.segmentation", recipe.loss.segmentation),
         ("loss.classification", recipe.loss.classification),
@@ -204,12 +211,12 @@ def _check_training_components(recipe: Recipe) -> list[RecipeIssue]:
         try:
             build_component("losses", spec)
         except Exception as error:
-            issues.append(component_issue(path, error))
+            issues += component_issues(path, error)
     if recipe.evaluation.postprocess is not None:
         try:
             build_component("postprocess", recipe.evaluation.postprocess)
         except Exception as error:
-            issues.append(component_issue("evaluation.postprocess", error))
+            issues += component_issues("evaluation.postprocess", error)
     return issues
 
 
@@ -275,9 +282,9 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
         if not retrain_issues:
             checked.append("retrain.model: builds and runs")
 
-    component_issues = _check_training_components(recipe)
-    issues += component_issues
-    if not component_issues:
+    training_issues = _check_training_components(recipe)
+    issues += training_issues
+    if not training_issues:
         built = "optimizers, schedules and losses build"
         if recipe.evaluation.postprocess is not None:
             built += f"; evaluation.postprocess {recipe.evaluation.postprocess.type} builds"

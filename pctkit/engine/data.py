@@ -279,9 +279,10 @@ def micro_batches(
         make_loader(dataset, sampler, num_workers, pin_memory, persistent_workers, seed=sampler.seed)
         for dataset, sampler in streams
     ]
-    for parts in zip(*loaders, strict=True):
-        for part in parts:
+    for loaded in zip(*loaders, strict=True):
+        for part in loaded:
             raise_data_error(part)
+        parts = same_size(list(loaded))
         micro: list[Batch] = []
         for index in range(accumulate):
             pieces = [
@@ -301,6 +302,23 @@ def micro_batches(
                 )
             )
         yield micro
+
+
+def same_size(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The streams' batches padded to one size (images with 0, masks with 255 at the
+    bottom and right, as :func:`pad_collate` pads within a stream), so that they can be
+    concatenated: streams without a crop may hold images of different sizes."""
+    height = max(int(part["image"].shape[-2]) for part in parts)
+    width = max(int(part["image"].shape[-1]) for part in parts)
+    padded = []
+    for part in parts:
+        pad_h, pad_w = height - int(part["image"].shape[-2]), width - int(part["image"].shape[-1])
+        if pad_h or pad_w:
+            part = dict(part)
+            part["image"] = torch.nn.functional.pad(part["image"], (0, pad_w, 0, pad_h), value=0)
+            part["mask"] = torch.nn.functional.pad(part["mask"], (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        padded.append(part)
+    return padded
 
 
 def images_to_float(images: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:

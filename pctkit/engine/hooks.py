@@ -121,11 +121,13 @@ class MetricsWindow:
     device: torch.device
     sums: dict[str, Tensor] = field(default_factory=dict)
     steps: int = 0
+    skipped: int = 0
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, step: Step) -> None:
         """Take one step's terms (a skipped step's NaN would spoil the means)."""
         if step.skipped:
+            self.skipped += 1
             return
         for name, value in step.terms.items():
             self.sums[name] = self.sums.get(name, 0) + value
@@ -136,7 +138,19 @@ class MetricsWindow:
         return step.iteration % self.interval == 0 or step.last
 
     def __call__(self, step: Step) -> None:
-        if not self.sums:  # every step of the window was skipped
+        if not self.sums:  # every step of the window was skipped: say so
+            self.describe(
+                {
+                    "kind": "train",
+                    "stage": self.stage,
+                    "iteration": step.iteration,
+                    "terms": {},
+                    "lr": step.learning_rates,
+                    "skipped_steps": self.skipped,
+                }
+            )
+            self.skipped = 0
+            self.started = time.perf_counter()
             return
         elapsed = time.perf_counter() - self.started
         # One reduction and one host sync per log interval: the mean over workers.
@@ -157,9 +171,11 @@ class MetricsWindow:
         method = self.method_metrics()
         if method:
             record["method"] = method
+        if self.skipped:
+            record["skipped_steps"] = self.skipped
         self.log(record)
         self.describe(record)
-        self.sums, self.steps = {}, 0
+        self.sums, self.steps, self.skipped = {}, 0, 0
         self.started = time.perf_counter()
 
 

@@ -54,6 +54,8 @@ def record_summary(record: dict[str, Any]) -> str:
     scores = record.get("method", {}).get("J")
     if scores:
         parts.append(f"min_J={min(scores):.3f}")
+    if record.get("skipped_steps"):
+        parts.append(f"skipped_nonfinite_steps={record['skipped_steps']}")
     rates = record.get("lr", {})
     if len(set(rates.values())) == 1:
         parts.append(f"lr={next(iter(rates.values())):.3g}")

@@ -47,6 +47,12 @@ class RunOutcome:
     world: WorldInfo = field(default_factory=WorldInfo)
 
 
+def set_threads(threads: int) -> None:
+    """Use ``threads`` CPU threads for torch's operations (0: leave torch's choice)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, numpy and torch; optionally force deterministic kernels."""
     random.seed(seed)
@@ -141,6 +147,7 @@ def open_run_dir(
     """Lock the run directory for this process, then prepare it (see
     :func:`prepare_run_dir`); a directory another process holds is refused at once,
     with nothing written into it."""
+    RunLock.check(run_dir.lock_file)  # in use elsewhere: say so first, writing nothing
     if not resume and _holds_files(run_dir) and not overwrite:
         prepare_run_dir(recipe, run_dir, resume=False, overwrite=False)  # raises, writing nothing
     if resume and not run_dir.holds_run():
@@ -243,6 +250,7 @@ def _run_stages(
 ) -> RunOutcome:
     run_dir = directory.path
     barrier()
+    set_threads(recipe.experiment.threads)
     seed_everything(recipe.experiment.seed, recipe.experiment.deterministic)
     reset_peak_memory(device)
     started = time.perf_counter()

@@ -46,14 +46,17 @@ def resolve_recipe(recipe: str) -> Path:
 
 
 def recipe_description(path: Path) -> str:
-    """A recipe's one-line description: its first comment line that is not a directive
-    (``#:schema ...``)."""
+    """A recipe's description: the first sentence of its leading comment (directives
+    such as ``#:schema`` skipped), however many lines it spans."""
+    words: list[str] = []
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
-        if stripped.startswith("#:"):
-            continue
-        if stripped.startswith("#"):
-            return stripped.lstrip("#").strip()
-        if stripped:
-            break  # the first key or table: the recipe has no leading comment
-    return ""
+        if stripped.startswith("#:") or (not stripped and not words):
+            continue  # directives, and blank lines before the comment
+        text = stripped.lstrip("#").strip() if stripped.startswith("#") else None
+        if not text:
+            break  # the end of the first paragraph, or the first key
+        words.append(text)
+    text = " ".join(words)
+    end = text.find(". ")
+    return text[: end + 1] if end >= 0 else text

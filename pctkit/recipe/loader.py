@@ -207,7 +207,15 @@ def validate_recipe_data(
         issues = [issue for issue in found if not _inherited(raw, issue, reported)]
         _locate(issues, locations, overridden)
         raise RecipeError(issues, file) from None
-    found_notes += deprecated_names(recipe)
+    written = {(note.path, note.message) for note in found_notes}
+    for note in deprecated_names(recipe):
+        # A retrain section copied from the top level repeats the top level's name.
+        inherited = note.path.startswith("retrain.") and (
+            note.path.removeprefix("retrain."),
+            note.message,
+        ) in {(n.path, n.message) for n in found_notes}
+        if not inherited and (note.path, note.message) not in written:
+            found_notes.append(note)
     _locate(found_notes, locations, overridden)
     if notes is not None:
         notes.extend(found_notes)

@@ -16,63 +16,28 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-SLOT_KEY = "x-pctkit-kind"
-"""The JSON Schema key of a component slot's field that names its component kind."""
+from pctkit.recipe.base import (
+    MAY_CHANGE_ON_RESUME,
+    RESUME_KEY,
+    SLOT_KEY,
+    ComponentSpec,
+    StrictModel,
+    component,
+    slot_kind,
+)
 
-RESUME_KEY = "x-pctkit-resume"
-MAY_CHANGE_ON_RESUME: dict[str, Any] = {RESUME_KEY: "may change"}
-"""``json_schema_extra`` of keys that may differ between a run and its resumption."""
-
-
-class StrictModel(BaseModel):
-    """A recipe section: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-class ComponentSpec(BaseModel):
-    """A component section: ``type`` names a registered component, the rest are its
-    parameters."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str = Field(description="Name of a registered component (see `pctkit list`).")
-
-    def parameters(self) -> dict[str, Any]:
-        """The component's parameters, as keyword arguments for its factory."""
-        data = dict(self)
-        data.pop("type")
-        return data
-
-
-def component(kind: str, description: str, default: str | None = None, *, optional: bool = False) -> Any:
-    """Declare a component slot of ``kind``: a section whose ``type`` names a component.
-
-    Args:
-        kind: the registry kind (``"backbones"``, ``"methods"``, ...).
-        description: what the slot is for.
-        default: the component used when the recipe omits the section.
-        optional: the section may be absent (``None``): another one stands in for it.
-    """
-    extra: dict[str, Any] = {SLOT_KEY: kind}
-    if default is not None:
-        return Field(
-            default_factory=lambda: ComponentSpec(type=default),
-            description=description,
-            json_schema_extra=extra,
-        )
-    if optional:
-        return Field(None, description=description, json_schema_extra=extra)
-    return Field(description=description, json_schema_extra=extra)
-
-
-def slot_kind(field: Any) -> str | None:
-    """The component kind of a model field declared with :func:`component`, else ``None``."""
-    extra = getattr(field, "json_schema_extra", None)
-    return extra.get(SLOT_KEY) if isinstance(extra, dict) else None
-
+# Re-exported: the schema's building blocks are read through this module too.
+__all__ = [
+    "MAY_CHANGE_ON_RESUME",
+    "RESUME_KEY",
+    "SLOT_KEY",
+    "ComponentSpec",
+    "StrictModel",
+    "component",
+    "slot_kind",
+]
 
 # --------------------------------------------------------------------------- sections
 
@@ -96,6 +61,14 @@ class Experiment(StrictModel):
     channels_last: bool = Field(False, description="Use the channels-last memory format.")
     compile: bool = Field(False, description="Compile the networks with torch.compile.")
     deterministic: bool = Field(True, description="Use deterministic algorithms (bit-exact resume on CPU).")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads of torch's operations (torch.set_num_threads); 0 keeps torch's choice. "
+        "On a small or shared machine 1 is often fastest: threads that wait for each other cost more "
+        "than they give.",
+        json_schema_extra=MAY_CHANGE_ON_RESUME,
+    )
     skip_nonfinite: bool = Field(
         False,
         description="Skip a training step whose loss is NaN/inf instead of stopping the run "

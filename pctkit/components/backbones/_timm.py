@@ -31,7 +31,7 @@ from timm.models._manipulate import group_with_matcher
 from torch import nn
 
 from pctkit.components.backbones._timm_modules import TimmBackbone, TimmFeatureBackbone, TimmViTBackbone
-from pctkit.components.contracts import ParameterError
+from pctkit.components.contracts import ParameterError, package_file
 
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -92,7 +92,7 @@ def check_model_name(model_name: str) -> None:
 
 
 def _weights_path(pretrained: str, model_name: str) -> Path:
-    path = Path(pretrained).expanduser()
+    path = package_file(pretrained)
     how = (
         f"write it once where there is internet access: save_file(timm.create_model('{model_name}', "
         "pretrained=True).state_dict(), PATH) with safetensors.torch.save_file; or give an empty "

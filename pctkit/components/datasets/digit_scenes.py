@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pctkit.components.contracts import DataError, SegmentationData
+from pctkit.components.contracts import DataError, ParameterError, ParameterErrors, SegmentationData
 from pctkit.components.datasets._digit_scene_source import (
     _BACKGROUND_COLOUR,
     _DIGIT_COLOURS,
@@ -154,7 +154,9 @@ def digit_scenes(
         seed=seed,
     )
     if problems:
-        raise ValueError("digit_scenes: " + "; ".join(problems))
+        # Every message starts with the parameter it is about.
+        errors = [ParameterError(problem.split(" ", 1)[0], problem) for problem in problems]
+        raise ParameterErrors(errors, "digit_scenes")
 
     try:
         from sklearn.datasets import load_digits

@@ -1,9 +1,12 @@
-"""An example pctkit plugin: the ``stair_cnn`` backbones and the ``pyramid_sum`` head.
+"""An example pctkit plugin: the ``stair_cnn`` backbones, the ``pyramid_sum`` head and the
+``self_training`` method.
 
-Nothing here imports pctkit: components are plain PyTorch modules built by plain
-functions, and pctkit finds them through the entry points declared in
-``pyproject.toml``. Importing this package does not import torch either; pctkit imports
-``backbones`` or ``heads`` only when a recipe (or ``pctkit list``) needs them.
+The backbone and head are plain PyTorch modules built by plain functions, with no pctkit
+import; the method is written against pctkit's method contract
+(``pctkit.methods.base``). pctkit finds all of them through the entry points declared
+in ``pyproject.toml``. Importing this package imports neither pctkit nor torch; pctkit
+imports ``backbones``, ``heads`` or ``self_training`` only when a recipe (or ``pctkit
+list``) needs them, and those modules import torch only when they build something.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -28,10 +28,12 @@ def self_training(inputs: MethodInputs, /, *, threshold: float = 0.9, weak_weigh
             needs to become its label; other weak pixels are ignored.
         weak_weight: weight of the loss on the weak images' confident pixels.
     """
+    from pctkit.components.contracts import ParameterError
+
     if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        raise ParameterError("threshold", f"must be in [0, 1), got {threshold}", "0.9 is a common choice")
     if weak_weight < 0:
-        raise ValueError(f"weak_weight must be >= 0, got {weak_weight}")
+        raise ParameterError("weak_weight", f"must be >= 0, got {weak_weight}")
     from pctkit_example_plugin._self_training import SelfTraining
 
     return SelfTraining(inputs, threshold, weak_weight)
