@@ -122,7 +122,17 @@ def test_per_net_settings_must_name_nets_of_the_method(recipe_file: Path) -> Non
     )
     issues, _ = check_recipe(recipe)
     assert [issue.path for issue in issues] == ["nets.retrained"]
-    assert "method 'pct' has no net 'retrained'; its nets: hybrid, pseudo" in issues[0].message
+    assert "no method has a net 'retrained'; method 'pct' has hybrid, pseudo" in issues[0].message
+
+
+def test_per_net_settings_of_another_methods_net_are_unused_not_wrong(recipe_file: Path) -> None:
+    # An ablation of a PCT recipe keeps its [nets.pseudo]: a note, not an error.
+    recipe = load_recipe(
+        recipe_file, [*FEW_SCENES, 'nets.pseudo.scheduler={type = "constant"}', 'method={type = "hybrid"}']
+    )
+    issues, checked = check_recipe(recipe)
+    assert issues == []
+    assert "nets.pseudo: method hybrid has no pseudo net; the section is unused" in checked
 
 
 def test_a_component_that_fails_to_build_is_reported_at_its_section(recipe_file: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from pctkit import registry
 from pctkit.components.backbones import crop_size_issue
 from pctkit.components.contracts import DataError, ParameterError, ParameterErrors, SegmentationData
 from pctkit.engine.build import (
@@ -87,6 +88,24 @@ def method_traits(recipe: Recipe, num_classes: int) -> tuple[MethodTraits | None
         )
         return None, [issue]
     return traits, []
+
+
+def known_roles(num_classes: int) -> set[str]:
+    """The net roles of every registered method (built with stand-in networks)."""
+    roles: set[str] = set()
+    for component in registry.list_components("methods"):
+        inputs = MethodInputs(
+            num_classes=num_classes,
+            new_net=lambda role, init_like=None: torch.nn.Identity(),
+            segmentation_loss=lambda *args, **kwargs: torch.zeros(()),
+            classification_loss=lambda *args: torch.zeros(()),
+            reduce_sum=lambda tensor: tensor,
+        )
+        try:
+            roles |= set(component.build(inputs).nets)
+        except Exception:  # a method that needs parameters to build has its own check
+            continue
+    return roles
 
 
 def _check_model(
@@ -239,12 +258,18 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
     traits, method_issues = method_traits(recipe, num_classes)
     issues += method_issues
     if traits is not None:
+        known = known_roles(num_classes)
         for role in sorted(set(recipe.nets) - set(traits.roles)):
+            if role in known:  # another method's net (an ablation of the recipe): unused
+                checked.append(
+                    f"nets.{role}: method {recipe.method.type} has no {role} net; the section is unused"
+                )
+                continue
             issues.append(
                 RecipeIssue(
                     path=f"nets.{role}",
-                    message=f"method {recipe.method.type!r} has no net {role!r}; "
-                    f"its nets: {', '.join(traits.roles)}",
+                    message=f"no method has a net {role!r}; method {recipe.method.type!r} has "
+                    f"{', '.join(traits.roles)}",
                     hint="name one of its nets, or remove the section",
                     source="check",
                 )

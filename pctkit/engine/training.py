@@ -16,7 +16,6 @@ from pctkit.engine.build import build_component, build_optimizer, build_schedule
 from pctkit.engine.context import RunContext, RunOutputs, StageClock
 from pctkit.engine.data import IterationBatches, TrainingImages, micro_batches
 from pctkit.engine.distributed import all_reduce_sum, barrier, unwrap
-from pctkit.engine.errors import RunError
 from pctkit.engine.hooks import Hooks, MetricsWindow, NonFiniteGuard, StopPolicy, Validation
 from pctkit.engine.loop import TrainingJob, train
 from pctkit.engine.settings_checks import learning_rate_factor
@@ -219,11 +218,11 @@ class CrossTraining(TrainingStage):
             reduce_sum=all_reduce_sum,
         )
         method: Method = build_component("methods", recipe.method, inputs)
-        unknown = sorted(set(recipe.nets) - set(method.nets))
-        if unknown:
-            raise RunError(
-                f"[nets] names {', '.join(unknown)}, but method {recipe.method.type!r} has the nets "
-                f"{', '.join(method.nets)}"
+        unused = sorted(set(recipe.nets) - set(method.nets))
+        if unused:  # validate refuses names no method has; these belong to another method
+            context.reporter.warning(
+                f"[nets] {', '.join(unused)}: method {recipe.method.type!r} has no such net "
+                f"({', '.join(method.nets)}); the section is unused"
             )
         context.stage_one_nets = [method.labeller, *(r for r in method.nets if r != method.labeller)]
         return method
