@@ -69,7 +69,7 @@ RECIPES = Path(pctkit.__file__).parent / "recipes"
 IGNORE = 255
 TARGETS = {"pctkit_over_hand_written": 1.05, "pct_over_supervised": 2.1}
 
-# Every arm trains with the quickstart's optimizer and schedule, the hand-written one
+# Every arm trains every net with the same optimizer and schedule, the hand-written one
 # included, so that the arms differ in how the step is written only.
 LEARNING_RATE = 2e-3
 WEIGHT_DECAY = 1e-4
@@ -78,24 +78,11 @@ OPTIMIZER = ComponentSpec(type="adamw", lr=LEARNING_RATE, weight_decay=WEIGHT_DE
 SCHEDULER = ComponentSpec(type="poly", power=POLY_POWER)
 
 MODELS: dict[str, dict[str, Any]] = {
-    # The quickstart recipe's network and method (METHOD.md's CPU measurements).
-    "quickstart": {
-        "recipe": "quickstart.toml",
-        "overrides": [],
-        "num_classes": 11,
-        "size": 64,
-        "strong": 8,
-        "weak": 8,
-    },
-    # The paper's network (DeepLabv3+ on ResNet-101 at output stride 8), crop 384, 5 + 5.
-    "voc": {
-        "recipe": "voc_pct.toml",
-        "overrides": ['model.backbone.pretrained=""'],
-        "num_classes": 21,
-        "size": 384,
-        "strong": 5,
-        "weak": 5,
-    },
+    # The quickstart recipe's network, method, image size, classes and batch.
+    "quickstart": {"recipe": "quickstart.toml", "overrides": []},
+    # The paper's network (DeepLabv3+ on ResNet-101 at output stride 8), crop 384, 5 + 5
+    # images of 21 classes; random initial weights (nothing to download).
+    "voc": {"recipe": "voc_pct.toml", "overrides": ['model.backbone.pretrained=""']},
 }
 
 
@@ -122,6 +109,24 @@ def model_recipe(model: str, overrides: list[str] | None = None) -> Recipe:
     """The built-in recipe behind a benchmark model (its network, method and losses)."""
     spec = MODELS[model]
     return load_recipe(RECIPES / spec["recipe"], [*spec["overrides"], *(overrides or [])])
+
+
+def recipe_shape(recipe: Recipe) -> dict[str, int]:
+    """The batch a recipe trains on: image side, classes, strong and weak images."""
+    data = recipe.data.parameters()
+    if recipe.data.type == "digit_scenes":
+        size = int(data.get("canvas_size", 64))
+        num_classes = 1 + len(data.get("digit_classes", range(10)))
+    else:  # a real dataset: the strong stream's crop, the declared classes
+        size = int(recipe.augmentation.strong.parameters().get("crop_size", 0) or 384)
+        num_classes = int(data.get("num_classes", 21))
+    loop = recipe.cross_training
+    return {
+        "size": size,
+        "num_classes": num_classes,
+        "strong": loop.strong_batch_size,
+        "weak": loop.weak_batch_size,
+    }
 
 
 # --------------------------------------------------------------------------- the batch
@@ -228,7 +233,8 @@ class BlockTimer:
 
     Besides wall time it keeps this process's CPU time (user + system): on one thread
     it is the work done, without the time spent waiting for a core that other
-    processes hold, so its ratios stay steady on a busy machine.
+    processes hold, so its ratios stay steady on a busy machine. It also counts minor
+    page faults: memory the allocator gave back to the kernel and touches again.
     """
 
     def __init__(self, device: torch.device, block: int) -> None:
@@ -237,6 +243,7 @@ class BlockTimer:
         self.count = 0
         self.start = self.end = 0.0
         self.cpu_start = self.cpu_end = 0.0
+        self.faults_start = self.faults_end = 0
 
     def tick(self, advance: int = 1) -> None:
         self.count += advance
@@ -244,8 +251,10 @@ class BlockTimer:
             synchronize(self.device)
             if self.count == 1:
                 self.start, self.cpu_start = time.perf_counter(), time.process_time()
+                self.faults_start = _minor_faults()
             else:
                 self.end, self.cpu_end = time.perf_counter(), time.process_time()
+                self.faults_end = _minor_faults()
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -254,6 +263,19 @@ class BlockTimer:
     @property
     def cpu_seconds_per_iteration(self) -> float:
         return (self.cpu_end - self.cpu_start) / (self.block - 1)
+
+    @property
+    def minor_faults_per_iteration(self) -> float:
+        return (self.faults_end - self.faults_start) / (self.block - 1)
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return 0
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 class BlockDone(Exception):
@@ -470,23 +492,26 @@ def make_arms(setting: Setting, run_dir: Path) -> dict[str, Any]:
 
 def step_times(
     setting: Setting, arms: dict[str, Any], console: Console
-) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per-round wall and CPU seconds per iteration of each arm (after a warm-up round)."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[float]]]:
+    """Per-round wall seconds, CPU seconds and minor page faults per iteration of each
+    arm (after a warm-up round)."""
     times: dict[str, list[float]] = {name: [] for name in arms}
     cpu_times: dict[str, list[float]] = {name: [] for name in arms}
+    faults: dict[str, list[float]] = {name: [] for name in arms}
     for round_index in range(setting.rounds + 1):
         for name, arm in arms.items():
             timer = arm.run_block()
             if round_index > 0:  # the first round warms up caches, allocators, autotuning
                 times[name].append(timer.seconds_per_iteration)
                 cpu_times[name].append(timer.cpu_seconds_per_iteration)
+                faults[name].append(timer.minor_faults_per_iteration)
         if round_index:
             console.print(
                 f"round {round_index}/{setting.rounds}: "
                 + ", ".join(f"{name} {values[-1] * 1000:.1f} ms" for name, values in times.items()),
                 highlight=False,
             )
-    return times, cpu_times
+    return times, cpu_times, faults
 
 
 def profile_arms(arms: dict[str, Any], iterations: int, block: int, top: int = 12) -> dict[str, Any]:
@@ -530,15 +555,14 @@ def pipeline_throughput(setting: Setting, workers: int) -> float:
     """Images per second the engine's loaders deliver for both streams: digit scenes at
     the benchmark's size through the quickstart recipe's strong and weak augmentation."""
     quickstart = model_recipe("quickstart")
-    data_spec = {
-        **quickstart.data.model_dump(),
-        "num_strong": 100,
-        "num_weak": 400,
-        "num_val": 1,
-        "canvas_size": setting.size,
-        "min_digit_size": max(8, setting.size // 4),
-        "max_digit_size": max(8, setting.size // 2),
-    }
+    data_spec = {**quickstart.data.model_dump(), "num_strong": 100, "num_weak": 400, "num_val": 1}
+    if setting.size != recipe_shape(quickstart)["size"]:  # scenes of the benchmark's size
+        data_spec.update(
+            canvas_size=setting.size,
+            min_digit_size=max(8, setting.size // 4),
+            max_digit_size=max(8, setting.size // 2),
+            stroke_dilation=0,
+        )
     data = build_component("datasets", ComponentSpec(**data_spec))
     iterations = setting.loader_iterations
     streams: list[tuple[Dataset[Any], IterationBatches]] = [
@@ -600,7 +624,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--size", type=int, default=0, help="image side (default: the model's)")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds of alternating blocks")
-    parser.add_argument("--block", type=int, default=4, help="iterations per arm per round (>= 2)")
+    parser.add_argument("--block", type=int, default=10, help="iterations per arm per round (>= 2)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -627,16 +651,18 @@ def main() -> None:
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
     spec = MODELS[arguments.model]
+    recipe = model_recipe(arguments.model)
+    shape = recipe_shape(recipe)
     setting = Setting(
         model=arguments.model,
-        recipe=model_recipe(arguments.model),
+        recipe=recipe,
         device=torch.device(arguments.device),
         precision=arguments.precision,
         channels_last=arguments.channels_last,
-        size=arguments.size or spec["size"],
-        strong=spec["strong"],
-        weak=spec["weak"],
-        num_classes=spec["num_classes"],
+        size=arguments.size or shape["size"],
+        strong=shape["strong"],
+        weak=shape["weak"],
+        num_classes=shape["num_classes"],
         rounds=arguments.rounds,
         block=arguments.block,
         loader_iterations=arguments.loader_iterations,
@@ -669,7 +695,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder:
         arms = make_arms(setting, Path(folder))
-        times, cpu_times = step_times(setting, arms, console)
+        times, cpu_times, faults = step_times(setting, arms, console)
         profile = profile_arms(arms, arguments.profile, setting.block) if arguments.profile else None
     summary = summarise(times, cpu_times)
     pct_seconds = summary["seconds_per_iteration"]["pctkit_pct"]
@@ -681,8 +707,11 @@ def main() -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
+    fault_medians = {name: statistics.median(values) for name, values in faults.items()}
     for name, seconds in summary["seconds_per_iteration"].items():
-        table.add_row(f"{name} (median s/iteration)", f"{seconds:.4f}", "")
+        table.add_row(
+            f"{name} (median s/iteration)", f"{seconds:.4f}", f"{fault_medians[name]:.0f} page faults/it"
+        )
     met = {name: summary[name] <= target for name, target in TARGETS.items()}
     for name, label in (
         ("pctkit_over_hand_written", "pctkit PCT / hand-written PCT"),
@@ -717,7 +746,8 @@ def main() -> None:
         "setting": {
             "model": setting.model,
             "model_spec": {
-                **{key: value for key, value in spec.items() if key != "overrides"},
+                **shape,
+                "recipe": spec["recipe"],
                 "recipe_overrides": spec["overrides"],
                 "model": setting.recipe.model.model_dump(mode="json"),
                 "method": setting.recipe.method.model_dump(mode="json"),
@@ -738,6 +768,7 @@ def main() -> None:
         },
         "same_math": {**losses, "agree": agree},
         **summary,
+        "minor_page_faults_per_iteration": fault_medians,
         "targets": TARGETS,
         "met": met,
         "profile": profile,
