@@ -27,7 +27,7 @@ from pctkit.engine.build import build_data, resolve_device
 from pctkit.engine.context import RunContext, RunOutputs
 from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, init_distributed
 from pctkit.engine.errors import RunError
-from pctkit.engine.memory import reset_peak_memory
+from pctkit.engine.memory import keep_freed_memory, reset_peak_memory
 from pctkit.engine.reporting import Reporter
 from pctkit.engine.settings_checks import batch_issues, device_issues
 from pctkit.engine.stages import stages_of
@@ -251,6 +251,8 @@ def _run_stages(
     run_dir = directory.path
     barrier()
     set_threads(recipe.experiment.threads)
+    if device.type == "cpu":
+        keep_freed_memory()
     seed_everything(recipe.experiment.seed, recipe.experiment.deterministic)
     reset_peak_memory(device)
     started = time.perf_counter()

@@ -14,7 +14,12 @@ the strong/weak boundary lies.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
+import numpy.typing as npt
 
 from pctkit.components.contracts import DataError, ParameterError, ParameterErrors, SegmentationData
 from pctkit.components.datasets._digit_scene_source import (
@@ -29,6 +34,33 @@ from pctkit.components.datasets._digit_scene_source import (
     _SceneSpec,
     _split_digit_pool,
 )
+
+
+def handwritten_digits() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """scikit-learn's 1,797 handwritten 8x8 digits ``(N, 8, 8)`` and their values.
+
+    Read straight from the data file scikit-learn ships, without importing scikit-learn
+    (which would add most of a second to ``pctkit validate``); through
+    ``sklearn.datasets.load_digits`` where the file is not found.
+
+    Raises:
+        DataError: scikit-learn is not installed.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    # A None entry in sys.modules means "this import must fail": honour it.
+    if spec is None or sys.modules.get("sklearn.datasets", spec) is None:
+        raise DataError(
+            "digit_scenes needs scikit-learn for its bundled handwritten digits: pip install 'pctkit[demo]'"
+        )
+    folder = next(iter(spec.submodule_search_locations or []), None)
+    path = Path(folder) / "datasets" / "data" / "digits.csv.gz" if folder else None
+    if path is not None and path.is_file():
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+        return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.asarray(digits.images, dtype=np.float32), np.asarray(digits.target, dtype=np.int64)
 
 
 def _argument_problems(
@@ -158,16 +190,7 @@ def digit_scenes(
         errors = [ParameterError(problem.split(" ", 1)[0], problem) for problem in problems]
         raise ParameterErrors(errors, "digit_scenes")
 
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as error:
-        raise DataError(
-            "digit_scenes needs scikit-learn for its bundled handwritten digits: pip install 'pctkit[demo]'"
-        ) from error
-
-    digits = load_digits()
-    raw_images = np.asarray(digits.images, dtype=np.float32)
-    targets = np.asarray(digits.target, dtype=np.int64)
+    raw_images, targets = handwritten_digits()
     # Scale each digit to its own peak so that the stroke threshold means the same for
     # faint and bold handwriting.
     digit_images = raw_images / raw_images.max(axis=(1, 2), keepdims=True)
