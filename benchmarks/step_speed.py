@@ -61,6 +61,7 @@ from pctkit.engine.data import IterationBatches, TrainingImages, micro_batches, 
 from pctkit.engine.evaluation import autocast_context
 from pctkit.engine.hooks import Hooks, MetricsWindow, NonFiniteGuard, StopPolicy
 from pctkit.engine.loop import TrainingJob, train
+from pctkit.engine.memory import keep_freed_memory
 from pctkit.methods.base import Batch, Method, MethodInputs
 from pctkit.recipe import ComponentSpec, Recipe, load_recipe
 
@@ -650,6 +651,8 @@ def main() -> None:
     arguments = parse_arguments()
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
+    if arguments.device == "cpu":
+        keep_freed_memory()  # as `pctkit run` does on the CPU
     spec = MODELS[arguments.model]
     recipe = model_recipe(arguments.model)
     shape = recipe_shape(recipe)
