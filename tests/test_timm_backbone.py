@@ -294,6 +294,8 @@ def test_tiny_vit_quickstart_variant_validates(tmp_path: Path) -> None:
             "--set",
             "model.backbone.model_name=test_vit",
             "--set",
+            'model.backbone.pretrained=""',
+            "--set",
             "model.backbone.out_indices=[1, 2, 4, 5]",
             "--set",
             "model.head.type=dpt",
@@ -307,4 +309,4 @@ def test_tiny_vit_quickstart_variant_validates(tmp_path: Path) -> None:
         timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "builds and maps (2, 3, 64, 64) images to (2, 11, 64, 64) logits" in completed.stdout
+    assert "builds and maps (2, 3, 64, 64) images to (2, 5, 64, 64) logits" in completed.stdout

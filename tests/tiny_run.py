@@ -45,7 +45,13 @@ channels = 8
 # ``--set`` overrides that shrink a built-in recipe. A test that wants other values
 # appends its own overrides: of two for the same key, the later one wins.
 FEW_SCENES = ["data.num_strong=4", "data.num_weak=4", "data.num_val=4"]
-TINY_SCENES = [*FEW_SCENES, "data.canvas_size=32", "data.min_digit_size=8", "data.max_digit_size=16"]
+TINY_SCENES = [
+    *FEW_SCENES,
+    "data.canvas_size=32",
+    "data.min_digit_size=8",
+    "data.max_digit_size=16",
+    "data.stroke_dilation=0",
+]
 TINY_STAGES = [
     "cross_training.iterations=2",
     "cross_training.strong_batch_size=2",

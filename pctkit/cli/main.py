@@ -18,7 +18,7 @@ from pctkit.artifacts.io import ArtifactError
 from pctkit.cli import components, export, predict, recipes, report, run, schema, validate
 from pctkit.cli.app import UserError, console, errors, print_issues
 from pctkit.cli.evaluate import evaluate_command
-from pctkit.components.contracts import DataError
+from pctkit.components.contracts import DataError, ParameterError, ParameterErrors
 from pctkit.engine.errors import NonFiniteLossError, RunError, TrainingInterrupted
 from pctkit.recipe import RecipeError
 from pctkit.version import __version__
@@ -78,6 +78,8 @@ def main() -> None:
         UserError,
         RunError,
         DataError,
+        ParameterError,
+        ParameterErrors,
         ArtifactError,
         registry.RegistryError,
         NonFiniteLossError,

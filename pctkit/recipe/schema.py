@@ -328,7 +328,9 @@ def with_retrain_defaults(data: Any) -> Any:
         # A net's own optimizer or schedule is written over the shared one.
         data["nets"] = {
             role: {
-                key: merge_sections(_section(data, key), value) if key in NET_INHERITS else value
+                key: merge_sections(_section(data, key), value)
+                if key in NET_INHERITS and value is not None
+                else value
                 for key, value in own.items()
             }
             if isinstance(own, dict)
