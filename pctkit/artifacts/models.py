@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pctkit.artifacts.io import ArtifactError, save_tensors
+from pctkit.state_dicts import mismatch
 from pctkit.version import __version__
 
 if TYPE_CHECKING:
@@ -113,24 +114,13 @@ def load_weights(net: nn.Module, path: Path) -> None:
             (the first few missing, unexpected or differently shaped ones are named).
     """
     tensors = read_tensors(path)
-    expected = net.state_dict()
-    missing = [key for key in expected if key not in tensors]
-    unexpected = [key for key in tensors if key not in expected]
-    shapes = [
-        f"{key} {tuple(tensors[key].shape)} vs {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in tensors and tensors[key].shape != value.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        problems.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:3])})")
+    expected = {name: tuple(value.shape) for name, value in net.state_dict().items()}
+    problems = mismatch(
+        expected, {name: tuple(value.shape) for name, value in tensors.items()}, expected_in="the network"
+    )
     if problems:
         raise WeightsFileError(
-            f"{path}: its tensors do not fit the network its [model] section builds: " + ", ".join(problems)
+            f"{path}: its tensors do not fit the network its [model] section builds: {problems}"
         )
     net.load_state_dict(tensors)
 

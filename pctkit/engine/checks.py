@@ -56,6 +56,18 @@ def component_issues(section: str, error: BaseException) -> list[RecipeIssue]:
     return [component_issue(section, error)]
 
 
+def stand_in_inputs(num_classes: int) -> MethodInputs:
+    """Method inputs whose networks and losses are stand-ins: enough to build a method
+    and read its roles, without building a network."""
+    return MethodInputs(
+        num_classes=num_classes,
+        new_net=lambda role, init_like=None: torch.nn.Identity(),
+        segmentation_loss=lambda *args, **kwargs: torch.zeros(()),
+        classification_loss=lambda *args: torch.zeros(()),
+        reduce_sum=lambda tensor: tensor,
+    )
+
+
 @dataclass
 class MethodTraits:
     """What validation needs to know of the recipe's method, without building its nets."""
@@ -67,13 +79,7 @@ class MethodTraits:
 
 def method_traits(recipe: Recipe, num_classes: int) -> tuple[MethodTraits | None, list[RecipeIssue]]:
     """Build the recipe's method with stand-in networks: its roles, or its errors."""
-    inputs = MethodInputs(
-        num_classes=num_classes,
-        new_net=lambda role, init_like=None: torch.nn.Identity(),
-        segmentation_loss=lambda *args, **kwargs: torch.zeros(()),
-        classification_loss=lambda *args: torch.zeros(()),
-        reduce_sum=lambda tensor: tensor,
-    )
+    inputs = stand_in_inputs(num_classes)
     try:
         method = build_component("methods", recipe.method, inputs)
         traits = MethodTraits(list(method.nets), method.labeller, bool(method.draws_weak_images))
@@ -94,13 +100,7 @@ def known_roles(num_classes: int) -> set[str]:
     """The net roles of every registered method (built with stand-in networks)."""
     roles: set[str] = set()
     for component in registry.list_components("methods"):
-        inputs = MethodInputs(
-            num_classes=num_classes,
-            new_net=lambda role, init_like=None: torch.nn.Identity(),
-            segmentation_loss=lambda *args, **kwargs: torch.zeros(()),
-            classification_loss=lambda *args: torch.zeros(()),
-            reduce_sum=lambda tensor: tensor,
-        )
+        inputs = stand_in_inputs(num_classes)
         try:
             roles |= set(component.build(inputs).nets)
         except Exception:  # a method that needs parameters to build has its own check

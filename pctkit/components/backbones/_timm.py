@@ -32,6 +32,7 @@ from torch import nn
 
 from pctkit.components.backbones._timm_modules import TimmBackbone, TimmFeatureBackbone, TimmViTBackbone
 from pctkit.components.contracts import ParameterError, package_file
+from pctkit.state_dicts import mismatch
 
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -121,11 +122,6 @@ def _file_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
 
 
-def _listed(names: list[str], limit: int = 4) -> str:
-    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 def _weights_mismatch(path: Path, model: nn.Module, compare_shapes: bool) -> str:
     """What in the file does not fit ``model`` (a meta-device copy): missing and
     unexpected tensors and, with ``compare_shapes``, other shapes; ``""`` if nothing."""
@@ -134,21 +130,10 @@ def _weights_mismatch(path: Path, model: nn.Module, compare_shapes: bool) -> str
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     # The file may hold the ImageNet classifier; timm drops it on loading.
-    unexpected = sorted(n for n in file_shapes if n not in model_shapes and not n.startswith(heads))
-    missing = sorted(n for n in model_shapes if n not in file_shapes)
-    reshaped = sorted(
-        f"{n} {list(file_shapes[n])} in the file, {list(model_shapes[n])} in the model"
-        for n in file_shapes.keys() & model_shapes.keys()
-        if compare_shapes and file_shapes[n] != model_shapes[n]
-    )
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} tensors missing from the file: {_listed(missing)}")
-    if unexpected:
-        parts.append(f"{len(unexpected)} not in the model: {_listed(unexpected)}")
-    if reshaped:
-        parts.append(f"other shapes: {_listed(reshaped, 3)}")
-    return "; ".join(parts)
+    found = {n: shape for n, shape in file_shapes.items() if n in model_shapes or not n.startswith(heads)}
+    if not compare_shapes:
+        found = {n: model_shapes.get(n, shape) for n, shape in found.items()}
+    return mismatch(model_shapes, found)
 
 
 def _create(model_name: str, path: Path | None, meta_kwargs: dict[str, Any], **kwargs: Any) -> nn.Module:
