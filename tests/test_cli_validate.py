@@ -74,7 +74,7 @@ def test_validate_passes_on_quickstart(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
     assert "model: builds" in result.output
-    assert "pct for 1500 iterations" in result.output
+    assert "pct for 1800 iterations" in result.output
 
 
 def test_validate_lists_every_error_and_exits_1(runner: CliRunner, bad_recipe: Path) -> None:
