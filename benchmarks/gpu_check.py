@@ -137,26 +137,16 @@ def new_net(
     """A network made as ``RunContext.new_net`` makes it: initialised by seed and role,
     on the device, channels-last and DDP-wrapped as the recipe asks, compiled with
     ``compile_backend`` (``None``: not compiled)."""
-    import torch
-    from torch import nn
-    from torch.nn.parallel import DistributedDataParallel
+    from pctkit.engine.build import fresh_net, prepare_net
 
-    from pctkit.engine.build import build_net
-    from pctkit.engine.data import stable_seed
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(stable_seed(recipe.experiment.seed, "init", role))
-        net: nn.Module = build_net(model, num_classes)
-    net = net.to(device)
-    if recipe.experiment.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if world.distributed:
-        if model.sync_batchnorm:
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if compile_backend is not None:
-        net = torch.compile(net, backend=compile_backend)  # type: ignore[assignment]
-    return net
+    return prepare_net(
+        fresh_net(model, num_classes, recipe.experiment.seed, role),
+        device,
+        channels_last=recipe.experiment.channels_last,
+        distributed=world.distributed,
+        sync_batchnorm=model.sync_batchnorm,
+        compile_backend=compile_backend,
+    )
 
 
 # --------------------------------------------------------------------------- phases

@@ -11,6 +11,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from pctkit import registry
 from pctkit.components.contracts import SegmentationData
+from pctkit.engine.data import stable_seed
 from pctkit.engine.model import IMAGENET_MEAN, IMAGENET_STD, SegmentationNet, parameter_groups
 from pctkit.recipe.schema import ComponentSpec, Model, Recipe
 
@@ -64,6 +65,39 @@ def build_head(model: Model, backbone: nn.Module, num_classes: int) -> Segmentat
 def build_net(model: Model, num_classes: int) -> SegmentationNet:
     """A segmentation network from a ``[model]`` section."""
     return build_head(model, build_backbone(model), num_classes)
+
+
+def fresh_net(model: Model, num_classes: int, seed: int, role: str) -> SegmentationNet:
+    """A network initialised by the run's seed and a role only (``stable_seed``), so the
+    arms of an ablation start from the same weights; the global generator is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stable_seed(seed, "init", role))
+        return build_net(model, num_classes)
+
+
+def prepare_net(
+    net: nn.Module,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    distributed: bool = False,
+    sync_batchnorm: bool = False,
+    compile_backend: str | None = None,
+) -> nn.Module:
+    """A network on ``device``, in channels-last memory format, converted to SyncBatchNorm
+    and DDP-wrapped, and compiled (``compile_backend``; ``None``: not compiled), as asked."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    net = net.to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if distributed:
+        if sync_batchnorm:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_backend is not None:
+        net = torch.compile(net, backend=compile_backend)  # type: ignore[assignment]
+    return net
 
 
 def build_optimizer(

@@ -14,15 +14,14 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from pctkit.artifacts.checkpoints import Checkpoints
 from pctkit.artifacts.models import save_net
 from pctkit.artifacts.run_dir import Progress, RunDirectory
 from pctkit.artifacts.tensorboard import TensorBoardLog
 from pctkit.components.contracts import SegmentationData
-from pctkit.engine.build import build_component, build_net
-from pctkit.engine.data import Augment, stable_seed
+from pctkit.engine.build import build_component, fresh_net, prepare_net
+from pctkit.engine.data import Augment
 from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, unwrap
 from pctkit.engine.evaluation import EvaluationResult, Postprocess, evaluate
 from pctkit.engine.memory import memory_kind, peak_memory_gib, reset_peak_memory
@@ -132,21 +131,15 @@ class RunContext:
         Its initialisation depends on the seed and on ``init_like or role`` only, so the
         arms of an ablation start from the same weights.
         """
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(stable_seed(self.recipe.experiment.seed, "init", init_like or role))
-            net: nn.Module = build_net(model, self.data.num_classes)
-        net = net.to(self.device)
-        if self.recipe.experiment.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        if self.world.distributed:
-            if model.sync_batchnorm:
-                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-            net = DistributedDataParallel(
-                net, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        if self.recipe.experiment.compile:
-            net = torch.compile(net)  # type: ignore[assignment]
-        return net
+        net = fresh_net(model, self.data.num_classes, self.recipe.experiment.seed, init_like or role)
+        return prepare_net(
+            net,
+            self.device,
+            channels_last=self.recipe.experiment.channels_last,
+            distributed=self.world.distributed,
+            sync_batchnorm=model.sync_batchnorm,
+            compile_backend="inductor" if self.recipe.experiment.compile else None,
+        )
 
     def evaluate(
         self,
