@@ -61,7 +61,9 @@ def box(axes: Axes, x: float, title: str, body: str, where: str, colour: str) ->
     )
     axes.text(x, height / 2 - 0.28, title, ha="center", va="center", fontsize=11, weight="bold")
     axes.text(x, -0.15, body, ha="center", va="center", fontsize=8.5, linespacing=1.35)
-    axes.text(x, -height / 2 - 0.38, where, ha="center", va="top", fontsize=8, family="monospace", color="#374151")
+    axes.text(
+        x, -height / 2 - 0.38, where, ha="center", va="top", fontsize=8, family="monospace", color="#374151"
+    )
 
 
 def main() -> None:
