@@ -70,7 +70,7 @@ def test_quickstart_loads_without_notes() -> None:
     assert recipe.method.type == "pct"
     assert recipe.model.backbone.type == "timm"
     assert recipe.model.head.type == "fusion"
-    assert recipe.data.parameters()["num_strong"] == 100
+    assert recipe.data.parameters()["num_strong"] == 120
     # Unstated keys take their schema and component defaults.
     assert recipe.method.parameters()["p2h_weight"] == 1.0
     assert recipe.loss.segmentation.type == "class_aware_cross_entropy"
