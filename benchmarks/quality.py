@@ -503,11 +503,22 @@ def summarise(schedule: Schedule, runs: Path, mode: str, seconds: dict[str, floa
         "pseudo_label_miou": paired(pseudo_labels) if pseudo_labels else None,
         "fully_supervised_iou": {name: spread(values) for name, values in fully.items()},
         "training_dynamics": training,
-        "seconds": seconds,
+        # The runs folder is shared by every selection of a mode's arms and seeds.
+        "seconds": {key: value for key, value in seconds.items() if key in stage_seconds},
         "stage_seconds": stage_seconds,
         "torch": torch.__version__,
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last_finished(runs, list(stage_seconds)))),
     }
+
+
+def last_finished(runs: Path, keys: list[str]) -> float:
+    """When the latest of these runs finished (now if none has)."""
+    finished = [
+        (runs / key / RunDirectory.RESULTS).stat().st_mtime
+        for key in keys
+        if (runs / key / RunDirectory.RESULTS).is_file()
+    ]
+    return max(finished, default=time.time())
 
 
 def pretrained_info(schedule: Schedule) -> dict[str, Any] | None:
@@ -753,6 +764,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="override the mode's seeds")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), help="override the mode's arms")
     parser.add_argument(
+        "--name", help="stem of the result files (default: quality[_<mode>]); the runs are the mode's"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -770,7 +784,7 @@ def main() -> None:
         schedule = replace(schedule, arms=tuple(arguments.arms))
     if schedule.pretrained and not package_file(schedule.pretrained).is_file():
         raise SystemExit(f"{schedule.pretrained} is missing: see benchmarks/pretrain_backbone.py")
-    name = RESULT_NAMES[mode] + ("_smoke" if arguments.smoke else "")
+    name = (arguments.name or RESULT_NAMES[mode]) + ("_smoke" if arguments.smoke else "")
     runs = RUNS / (f"{mode}-smoke" if arguments.smoke else mode)
     # The smoke test's results are no results: they stay with its runs.
     results = runs if arguments.smoke else RESULTS
