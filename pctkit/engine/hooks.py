@@ -47,6 +47,11 @@ class Step:
     """Why the run stops after this step (a signal, or the testing aid), or ``None``."""
 
 
+def stacked(terms: dict[str, Tensor]) -> Tensor:
+    """A step's scalar terms as one fp32 vector, in the dict's order."""
+    return torch.stack([value.float().reshape(()) for value in terms.values()])
+
+
 @dataclass
 class NonFiniteGuard:
     """Finds non-finite loss terms without a host sync per step.
@@ -66,7 +71,7 @@ class NonFiniteGuard:
     def observe(self, terms: dict[str, Tensor], iteration: int) -> bool:
         """Fold one step in; returns whether to skip its update."""
         self.names = list(terms)
-        finite = torch.stack([torch.isfinite(v).all() for v in terms.values()])
+        finite = torch.isfinite(stacked(terms))
         if self.skip:
             bad = all_reduce_sum((~finite).any().float().reshape(1))
             skipped = bool(bad.item() > 0)
@@ -119,7 +124,8 @@ class MetricsWindow:
     describe: Callable[[dict[str, Any]], None]
     method_metrics: Callable[[], dict[str, Any]]
     device: torch.device
-    sums: dict[str, Tensor] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    total: Tensor | None = None
     steps: int = 0
     skipped: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -129,8 +135,9 @@ class MetricsWindow:
         if step.skipped:
             self.skipped += 1
             return
-        for name, value in step.terms.items():
-            self.sums[name] = self.sums.get(name, 0) + value
+        values = stacked(step.terms)  # one vector: one add per step, whatever the terms
+        self.names = list(step.terms)
+        self.total = values if self.total is None else self.total + values
         self.steps += 1
 
     def due(self, step: Step) -> bool:
@@ -138,7 +145,7 @@ class MetricsWindow:
         return step.iteration % self.interval == 0 or step.last
 
     def __call__(self, step: Step) -> None:
-        if not self.sums:  # every step of the window was skipped: say so
+        if self.total is None:  # every step of the window was skipped: say so
             self.describe(
                 {
                     "kind": "train",
@@ -154,14 +161,14 @@ class MetricsWindow:
             return
         elapsed = time.perf_counter() - self.started
         # One reduction and one host sync per log interval: the mean over workers.
-        means = all_reduce_mean(torch.stack([total.float() for total in self.sums.values()]))
+        means = all_reduce_mean(self.total.clone())
         record: dict[str, Any] = {
             "kind": "train",
             "stage": self.stage,
             "iteration": step.iteration,
             "terms": {
                 name: total / max(1, self.steps)
-                for name, total in zip(self.sums, means.tolist(), strict=True)
+                for name, total in zip(self.names, means.tolist(), strict=True)
             },
             "lr": step.learning_rates,
             "seconds_per_iteration": elapsed / max(1, self.steps),
@@ -175,7 +182,7 @@ class MetricsWindow:
             record["skipped_steps"] = self.skipped
         self.log(record)
         self.describe(record)
-        self.sums, self.steps, self.skipped = {}, 0, 0
+        self.total, self.steps, self.skipped = None, 0, 0
         self.started = time.perf_counter()
 
 
