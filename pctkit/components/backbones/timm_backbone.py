@@ -43,8 +43,10 @@ def timm_backbone(
         model_name: a timm model name, optionally with a pretrained tag (see
             ``timm.list_models()``), e.g. ``resnet101``, ``convnext_base``,
             ``vit_base_patch14_dinov2`` or the tiny ``test_resnet`` / ``test_vit``.
-        pretrained: path to a local ``.safetensors`` file of weights for this model,
-            or ``""`` for random initialisation.
+        pretrained: path to a local ``.safetensors`` file of weights for this model
+            (``package:relative/path`` names a file shipped inside an installed Python
+            package, e.g. ``pctkit:weights/test_resnet_digits_235689.safetensors``), or
+            ``""`` for random initialisation.
         output_stride: CNNs: the stride of the coarsest feature map, 8, 16 or 32
             (dilated convolutions replace strides where the model supports it). Plain
             ViTs have one stride, their patch size; leave it at 32.
