@@ -78,16 +78,13 @@ def negative_log_likelihood(
 ) -> Tensor:
     """``-log p_{t(i)}(i)`` over valid pixels, from log-probabilities ``(N, C, H, W)``;
     ``reduction`` as in :func:`class_aware_cross_entropy`."""
-    valid = target != ignore_index
-    safe_target = torch.where(valid, target, torch.zeros_like(target))
-    picked = log_probabilities.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-    # where() rather than multiplication: -inf * 0 would be NaN at ignored pixels.
-    per_pixel = torch.where(valid, -picked, torch.zeros_like(picked))
+    # nll_loss gives 0 at ignored pixels (and at them a zero gradient) in one kernel.
+    per_pixel = F.nll_loss(log_probabilities, target, ignore_index=ignore_index, reduction="none")
     if reduction == "none":
         return per_pixel
     if reduction == "sum":
         return per_pixel.sum()
-    return finite_mean(per_pixel, valid.sum().clamp(min=1))
+    return finite_mean(per_pixel, (target != ignore_index).sum().clamp(min=1))
 
 
 def finite_mean(values: Tensor, count: Tensor | int) -> Tensor:

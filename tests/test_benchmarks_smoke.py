@@ -34,7 +34,7 @@ def _main(module: ModuleType, monkeypatch: pytest.MonkeyPatch, *arguments: str) 
     module.main()
 
 
-def test_step_speed_runs_its_three_arms_and_the_pct_steps_agree(
+def test_step_speed_runs_its_four_arms_and_the_pct_steps_agree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "step_speed.json"
@@ -47,8 +47,18 @@ def test_step_speed_runs_its_three_arms_and_the_pct_steps_agree(
     record = json.loads(out.read_text())
     assert record["same_math"]["agree"]
     assert len(record["same_math"]["pctkit_loss"]) == 3
-    assert set(record["seconds_per_iteration"]) == {"pctkit_pct", "hand_written_pct", "pctkit_supervised"}
+    assert set(record["seconds_per_iteration"]) == {
+        "pctkit_pct",
+        "hand_written_pct",
+        "pctkit_supervised",
+        "two_supervised_nets",
+    }
     assert record["pct_over_supervised"] > 0
+    assert record["two_nets_over_supervised"] > 0
+    # The ratios are per round: PCT / supervised is PCT / two nets times two nets / supervised.
+    (pct_over_two,) = record["pct_over_two_nets_per_round"]
+    (two_over_one,) = record["two_nets_over_supervised_per_round"]
+    assert record["pct_over_supervised_per_round"][0] == pytest.approx(pct_over_two * two_over_one)
     assert record["profile"]["pct_top_ops_ms"]
     assert record["pipeline_images_per_second"]["0"] > 0
 

@@ -18,6 +18,8 @@ from pctkit.losses import class_aware_logits, finite_mean
 from pctkit.methods.base import Batch, ClassificationLoss, MethodInputs, SegmentationLoss, StepResult
 from pctkit.methods.dynamic_evaluation import DynamicEvaluation, WeightRule
 
+ALL_ROWS = slice(None)
+
 P2HMean = Literal["all_weak_pixels", "valid_pixels"]
 """What the pseudo-to-hybrid term's mean divides by: every pixel of the weak half (the
 released code's ``torch.mean``, ignored pixels counting 0), or its labelled pixels."""
@@ -58,9 +60,9 @@ class ClassAwareView:
 
     Where the segmentation loss can start from the restricted logits
     (``per_pixel_from_class_aware_logits``, as class-aware CE can), the restriction is
-    not redone per term; any other loss is called on the raw logits. Terms take their
-    pixels from one per-pixel loss over the whole batch: no copy of a half batch's
-    logits is made, forward or backward.
+    not redone per term; any other loss is called on the raw logits. Predictions and
+    losses are taken on the rows (images) that need them: rows of the batch dimension
+    are views, so no logits are copied.
     """
 
     def __init__(self, logits: Tensor, image_labels: Tensor, loss: SegmentationLoss) -> None:
@@ -71,16 +73,17 @@ class ClassAwareView:
         self.shared = getattr(loss, "per_pixel_from_class_aware_logits", None)
 
     @torch.no_grad()
-    def prediction(self) -> Tensor:
-        """The class-aware prediction ``(N, H, W)``: argmax over the present classes."""
-        return self.masked.detach().max(dim=1).indices
+    def prediction(self, rows: slice = ALL_ROWS) -> Tensor:
+        """The class-aware prediction ``(n, H, W)`` of ``rows``: argmax over the present
+        classes."""
+        return self.masked[rows].detach().max(dim=1).indices
 
-    def per_pixel(self, target: Tensor) -> Tensor:
-        """The loss of every pixel of the batch against ``target`` (0 where ignored)."""
+    def per_pixel(self, target: Tensor, rows: slice = ALL_ROWS) -> Tensor:
+        """The loss of every pixel of ``rows`` against ``target`` (0 where ignored)."""
         if self.shared is not None:
-            per_pixel: Tensor = self.shared(self.masked, target)
+            per_pixel: Tensor = self.shared(self.masked[rows], target)
             return per_pixel
-        return self.loss(self.logits, target, self.image_labels, reduction="none")
+        return self.loss(self.logits[rows], target, self.image_labels[rows], reduction="none")
 
 
 def valid_pixel_mean(per_pixel: Tensor, target: Tensor) -> Tensor:
@@ -113,11 +116,15 @@ def pct_step(
     hybrid = ClassAwareView(hybrid_logits, labels, segmentation_loss)
     pseudo = ClassAwareView(pseudo_logits, labels, segmentation_loss)
 
-    # 2. Hard, detached pseudo labels; ground truth replaces them where it exists.
+    # 2. Hard, detached pseudo labels; ground truth replaces them where it exists. H
+    # learns ground truth on the strong half and Ŷ_p on the weak half; P learns Ŷ_h on
+    # the weak half only, so H's prediction is taken there only.
     with torch.no_grad():
-        hybrid_labels = ground_truth_or(hybrid.prediction(), batch.masks, batch.has_mask)
         pseudo_prediction = pseudo.prediction()
-        pseudo_labels = ground_truth_or(pseudo_prediction, batch.masks, batch.has_mask)
+        truth_rows = batch.has_mask.clone()
+        truth_rows[strong] = True  # strong images always learn their masks
+        hybrid_target = ground_truth_or(pseudo_prediction, batch.masks, truth_rows)
+        pseudo_target = ground_truth_or(hybrid.prediction(weak), batch.masks[weak], batch.has_mask[weak])
 
         # 3. Dynamic evaluation of P on the strong half; 4. weights of the weak half.
         dynamic_evaluation.update(pseudo_prediction[strong], batch.masks[strong], decay=new_iteration)
@@ -125,17 +132,16 @@ def pct_step(
             labels[weak], settings.score_power, settings.weight_rule
         )
 
-    # 5. The four terms. Each net's CCE is computed once over the whole batch, against
-    # the targets of its terms: H learns ground truth (strong) and Ŷ_p (weak), P learns Ŷ_h.
-    hybrid_per_pixel = hybrid.per_pixel(torch.cat([batch.masks[strong], pseudo_labels[weak]]))
-    ignored = torch.full_like(batch.masks[strong], IGNORE_INDEX)
-    pseudo_per_pixel = pseudo.per_pixel(torch.cat([ignored, hybrid_labels[weak]]))
+    # 5. The four terms. H's CCE is computed once over the whole batch, against the
+    # targets of its two terms; P's over the weak half.
+    hybrid_per_pixel = hybrid.per_pixel(hybrid_target)
+    pseudo_per_pixel = pseudo.per_pixel(pseudo_target, weak)
 
     loss_strong = valid_pixel_mean(hybrid_per_pixel[strong], batch.masks[strong])
     loss_cls = classification_loss(hybrid_logits, labels)
-    loss_h2p = valid_pixel_mean(pseudo_per_pixel[weak], hybrid_labels[weak])
+    loss_h2p = valid_pixel_mean(pseudo_per_pixel, pseudo_target)
     loss_p2h = weighted_pixel_mean(
-        hybrid_per_pixel[weak], pseudo_labels[weak], image_weights, settings.p2h_mean
+        hybrid_per_pixel[weak], hybrid_target[weak], image_weights, settings.p2h_mean
     )
 
     loss = (
