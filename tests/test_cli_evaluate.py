@@ -64,6 +64,20 @@ def test_eval_of_a_bundle_needs_data(
     assert "--data" in capsys.readouterr().err
 
 
+def test_eval_of_a_run_without_its_recipe_names_the_missing_file(
+    tiny_run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("recipe.json", "retrained_net.safetensors"):
+        (run_dir / name).write_bytes((tiny_run_dir / name).read_bytes())
+    assert run_cli(["eval", str(run_dir)], monkeypatch) == 1
+    error = capsys.readouterr().err
+    assert f"{run_dir / 'recipe.toml'} is missing" in error and "bundle" not in error
+    arguments = ["eval", str(run_dir), "--data", str(tiny_run_dir), "--json"]
+    assert run_cli(arguments, monkeypatch) == 0
+
+
 def test_eval_data_of_other_classes_is_refused(
     tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

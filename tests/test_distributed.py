@@ -97,10 +97,14 @@ num_pictures = 0
 
 
 def tiny_recipe(folder: Path) -> Recipe:
-    """The recipe above, written to ``folder/recipe.toml`` and loaded."""
+    """The recipe above, written to ``folder/recipe.toml`` and loaded. Every worker
+    writes it: each under its own name, then renamed into place, so that no worker reads
+    the file while another one has just emptied it to write it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.toml"
-    path.write_text(RECIPE)
+    own = folder / f"recipe.toml.{os.getpid()}"
+    own.write_text(RECIPE)
+    os.replace(own, path)
     return load_recipe(path)
 
 

@@ -121,3 +121,19 @@ def test_plots_need_logged_iterations(tmp_path: Path, run_dir: Path) -> None:
     (started / "recipe.json").write_text((run_dir / "recipe.json").read_text())
     with pytest.raises(ReportError, match=r"no logged training iterations yet \(metrics\.jsonl\)"):
         write_plots(started, tmp_path / "plots")
+
+
+def test_report_with_a_damaged_progress_file_says_what_is_unknown(
+    tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = tmp_path / "damaged"
+    for name in ("recipe.json", "results.json", "metrics.jsonl"):
+        (damaged / name).parent.mkdir(exist_ok=True)
+        (damaged / name).write_text((run_dir / name).read_text())
+    (damaged / "progress.json").write_text('{"completed": ["cross')  # torn by a full disk
+    summary = summarize_run(damaged)
+    assert summary.results is not None and summary.completed == []
+    assert len(summary.problems) == 1 and "progress.json is damaged" in summary.problems[0]
+    assert run_cli(["report", str(damaged), "--no-plots"], monkeypatch) == 0
+    error = capsys.readouterr().err
+    assert "progress.json is damaged: not JSON" in error and "Traceback" not in error

@@ -190,3 +190,32 @@ def test_resume_of_a_folder_without_a_run_is_refused(
 ) -> None:
     assert run_cli(["resume", str(tmp_path)], monkeypatch) == 1
     assert "no run" in capsys.readouterr().err
+
+
+def test_resume_restores_a_missing_recipe_toml_and_reads_past_a_damaged_progress_file(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Both files are derived: the recipe is also in recipe.json, and every stage can
+    continue from its newest checkpoint. The run ends as the uninterrupted one."""
+    reference = finished_run(tmp_path_factory)
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "recipe.toml").unlink()
+    (run_dir / "progress.json").write_text("\x00" * 16)  # zeros, as after a power loss
+    (run_dir / "retrained_net.safetensors").unlink()  # so that retraining has work left
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
+    error = capsys.readouterr().err
+    assert f"{run_dir / 'recipe.toml'} is missing: resuming with the same recipe" in error
+    assert "progress.json is damaged" in error and "newest checkpoint" in error
+    assert (run_dir / "recipe.toml").read_text() == (reference / "recipe.toml").read_text().replace(
+        str(reference), str(run_dir)
+    )
+    assert (
+        json.loads((run_dir / "progress.json").read_text())["completed"]
+        == json.loads((reference / "progress.json").read_text())["completed"]
+    )
+    for role in NETS:
+        _assert_same_weights(run_dir, reference, role)

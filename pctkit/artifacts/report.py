@@ -16,7 +16,7 @@ from typing import Any
 
 from pctkit.artifacts.checkpoints import Checkpoints
 from pctkit.artifacts.io import ArtifactError
-from pctkit.artifacts.run_dir import TRAINING_STAGES, RunDirectory, RunDirectoryError
+from pctkit.artifacts.run_dir import TRAINING_STAGES, Progress, RunDirectory, RunDirectoryError
 
 DIAGNOSTICS = ("mean_w",)
 """Logged terms that are not losses: plotted with the dynamic evaluation, not the losses."""
@@ -63,6 +63,8 @@ class RunSummary:
     stages: list[StageSummary]
     results: dict[str, Any] | None
     records: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """Files that could not be read, and what is unknown because of it."""
 
 
 def _selected(record: dict[str, Any]) -> float | None:
@@ -77,10 +79,15 @@ def summarize_run(run_dir: Path) -> RunSummary:
     run = RunDirectory(run_dir)
     try:
         recipe = run.read_recipe()
-        progress = run.read_progress()
         results = run.read_results()
     except RunDirectoryError as error:
         raise ReportError(str(error)) from None
+    problems = []
+    try:
+        progress = run.read_progress()
+    except RunDirectoryError as error:  # which stages are complete, and their times
+        problems.append(f"{error}: stage completion and times are unknown")
+        progress = Progress()
     records = run.read_records()
     checkpoints = Checkpoints(run)
     method = str(recipe.get("method", {}).get("type", "?"))
@@ -125,6 +132,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
         stages=stages,
         results=results,
         records=records,
+        problems=problems,
     )
 
 

@@ -261,6 +261,10 @@ class RunDirectory:
         atomic_write_text(self.recipe_toml, toml_text)
         atomic_write_json(self.recipe_json, data)
 
+    def write_recipe_toml(self, toml_text: str) -> None:
+        """Write ``recipe.toml`` alone (restored from ``recipe.json`` on resume)."""
+        atomic_write_text(self.recipe_toml, toml_text)
+
     def read_recipe(self) -> dict[str, Any]:
         """The resolved recipe the run was started with."""
         if not self.holds_run():
@@ -313,5 +317,7 @@ class RunDirectory:
     def _read_json(self, path: Path) -> Any:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RunDirectoryError(f"cannot read {path}: {error}") from None
+        except OSError as error:
+            raise RunDirectoryError(f"cannot read {path}: {error.strerror or error}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RunDirectoryError(f"{path} is damaged: not JSON ({error})") from None

@@ -40,7 +40,7 @@ NetOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option(help="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")]
-QuietOption = Annotated[bool, typer.Option(help="No progress output.")]
+QuietOption = Annotated[bool, typer.Option(help="No progress output; warnings are still shown.")]
 LogFormat = Literal["auto", "rich", "plain"]
 LogFormatOption = Annotated[
     str,

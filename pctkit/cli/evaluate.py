@@ -36,8 +36,14 @@ def _data_recipe(target: Path, data: str | None) -> Path:
             return RunDirectory(candidate).recipe_toml
         return recipe_path(data)
     run = RunDirectory(target)
-    if run.holds_run() and run.recipe_toml.is_file():
-        return run.recipe_toml
+    if run.holds_run():
+        if run.recipe_toml.is_file():
+            return run.recipe_toml
+        raise UserError(
+            f"{run.recipe_toml} is missing: it is the run's recipe, which names the data to "
+            "evaluate on. Name the data with --data RECIPE (a recipe file, a built-in recipe or "
+            "a run directory)."
+        )
     raise UserError(
         f"{target} is a bundle: it holds no dataset. Name one with --data RECIPE (a recipe file, "
         "a built-in recipe or a run directory)."

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pctkit.cli.app import UserError, console
+from pctkit.cli.app import UserError, console, errors
 
 if TYPE_CHECKING:
     from pctkit.artifacts.report import RunSummary
@@ -46,6 +46,8 @@ def _print_summary(summary: RunSummary) -> None:
         + (", ".join(summary.completed) + " complete" if summary.completed else "no stage complete"),
         highlight=False,
     )
+    for problem in summary.problems:
+        errors.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
     stages = Table(title="Stages", title_justify="left")
     for column in ("stage", "iterations", "time", "best validation", "final training loss"):
         stages.add_column(column, justify="left" if column == "stage" else "right")

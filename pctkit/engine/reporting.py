@@ -69,16 +69,22 @@ class Reporter:
 
     Args:
         console: where to write (default: standard error).
-        enabled: ``False`` silences everything (other ranks, ``--quiet``).
+        enabled: ``False`` silences messages and progress (other ranks, ``--quiet``).
+        warnings: ``False`` silences warnings too (other ranks); ``--quiet`` keeps them.
         log_format: ``"rich"`` (bars), ``"plain"`` (timestamped lines) or ``"auto"``:
             rich on a terminal, plain otherwise.
     """
 
     def __init__(
-        self, console: Console | None = None, enabled: bool = True, log_format: LogFormat = "auto"
+        self,
+        console: Console | None = None,
+        enabled: bool = True,
+        log_format: LogFormat = "auto",
+        warnings: bool = True,
     ) -> None:
         self.console = console or Console(stderr=True)
         self.enabled = enabled
+        self.warnings = warnings
         self.plain = log_format == "plain" or (log_format == "auto" and not self.console.is_terminal)
 
     def _line(self, text: str) -> None:
@@ -88,16 +94,20 @@ class Reporter:
 
     def message(self, text: str) -> None:
         """A line of text (Rich markup allowed)."""
-        if not self.enabled:
-            return
+        if self.enabled:
+            self._print(text)
+
+    def warning(self, text: str) -> None:
+        """A warning, shown once, in the same stream as the messages (also when they are
+        silenced by ``--quiet``)."""
+        if self.warnings:
+            self._print(f"[yellow]warning[/]: {escape(text)}")
+
+    def _print(self, text: str) -> None:
         if self.plain:
             self._line(Text.from_markup(text).plain)
         else:
             self.console.print(text)
-
-    def warning(self, text: str) -> None:
-        """A warning, shown once, in the same stream as the messages."""
-        self.message(f"[yellow]warning[/]: {escape(text)}")
 
     def describe_record(self, describe: Describe) -> Callable[[dict[str, Any]], None]:
         """A callback that shows a training record through a task's ``describe``."""

@@ -21,7 +21,7 @@ import torch
 
 from pctkit.artifacts.checkpoints import Checkpoints
 from pctkit.artifacts.lock import RunLock
-from pctkit.artifacts.run_dir import RunDirectory
+from pctkit.artifacts.run_dir import Progress, RunDirectory, RunDirectoryError
 from pctkit.artifacts.tensorboard import TensorBoardLog
 from pctkit.engine.build import build_data, resolve_device
 from pctkit.engine.context import RunContext, RunOutputs
@@ -112,6 +112,8 @@ def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, over
                 + "\n  ".join(differences)
                 + f"\nResume with the saved recipe ({run_dir.recipe_toml}) or start a new run."
             )
+        if not run_dir.recipe_toml.is_file():  # resumed from recipe.json: write it again
+            run_dir.write_recipe_toml(_recipe_toml(recipe, run_dir))
         return
     path = run_dir.path
     if _holds_files(run_dir):
@@ -128,11 +130,16 @@ def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, over
             else:
                 child.unlink()
     path.mkdir(parents=True, exist_ok=True)
+    run_dir.write_recipe(_recipe_toml(recipe, run_dir), current)
+
+
+def _recipe_toml(recipe: Recipe, run_dir: RunDirectory) -> str:
+    """The run's resolved recipe as TOML, with a header saying what it is."""
     header = (
         "The resolved recipe of this run: every key, defaults included.\n"
         f"Re-run it with: pctkit run {run_dir.recipe_toml}"
     )
-    run_dir.write_recipe(resolved_toml(recipe, header=header), current)
+    return resolved_toml(recipe, header=header)
 
 
 def _holds_files(run_dir: RunDirectory) -> bool:
@@ -226,6 +233,7 @@ def run(
     device, world = _start(recipe)
     reporter = reporter or Reporter()
     reporter.enabled = reporter.enabled and world.is_main
+    reporter.warnings = reporter.warnings and world.is_main
     directory = RunDirectory(run_dir)
     purpose = f"pctkit {'resume' if resume else 'run'} of {recipe.experiment.name}"
     lock = on_main_process(
@@ -266,7 +274,7 @@ def _run_stages(
         data=data,
         reporter=reporter,
         # Read after the barrier: under torchrun rank 0 may just have replaced the directory.
-        progress=directory.read_progress(),
+        progress=_read_progress(directory, reporter),
         stop_after=dict(stop_after or {}),
         tensorboard=TensorBoardLog.open(directory.tensorboard) if world.is_main else None,
     )
@@ -281,6 +289,17 @@ def _run_stages(
     return RunOutcome(directory.path, outputs.results, {"total": time.perf_counter() - started}, world)
 
 
+def _read_progress(directory: RunDirectory, reporter: Reporter) -> Progress:
+    """The run's progress; a damaged ``progress.json`` counts as none: every stage then
+    continues from its newest checkpoint, with the same results (the stage times of
+    earlier sessions are lost)."""
+    try:
+        return directory.read_progress()
+    except RunDirectoryError as error:
+        reporter.warning(f"{error}; each stage continues from its newest checkpoint")
+        return Progress()
+
+
 def resume(
     run_dir: Path, *, reporter: Reporter | None = None, stop_after: dict[str, int] | None = None
 ) -> RunOutcome:
@@ -288,6 +307,14 @@ def resume(
     directory = RunDirectory(run_dir)
     if not directory.holds_run():
         raise RunError(f"cannot resume: {run_dir} holds no run (no {RunDirectory.RECIPE_JSON})")
-    # The TOML, not the JSON: keys a resume may change can be edited there.
-    recipe = load_recipe(directory.recipe_toml)
+    reporter = reporter or Reporter()
+    if directory.recipe_toml.is_file():
+        # The TOML, not the JSON: keys a resume may change can be edited there.
+        recipe = load_recipe(directory.recipe_toml)
+    else:
+        recipe = validate_recipe_data(directory.read_recipe(), file=str(directory.recipe_json))
+        reporter.warnings = reporter.warnings and os.environ.get("RANK", "0") == "0"
+        reporter.warning(
+            f"{directory.recipe_toml} is missing: resuming with the same recipe from {directory.recipe_json}"
+        )
     return run(recipe, run_dir, resume=True, reporter=reporter, stop_after=stop_after)
