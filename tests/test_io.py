@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import resource
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +94,29 @@ def test_saved_tensors_are_readable_by_others_and_round_trip(tmp_path: Path) -> 
 
 def test_artifact_errors_are_value_errors_for_the_cli() -> None:
     assert issubclass(ArtifactError, ValueError)
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """This process's own file-size limit (``ulimit -f``), lowered for a moment: writes
+    past ``limit`` bytes fail with EFBIG (Python ignores SIGXFSZ)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_writes_that_find_no_room_raise_os_errors_and_leave_no_partial_file(tmp_path: Path) -> None:
+    weights = tmp_path / "net.safetensors"
+    save_tensors(weights, {"w": torch.ones(4)})
+    before = weights.read_bytes()
+    with file_size_limit(4096), pytest.raises(OSError) as raised:
+        save_tensors(weights, {"w": torch.zeros(4096)})  # 16 KiB of tensor data
+    assert raised.value.errno == errno.EFBIG and raised.value.filename == str(weights)
+    with file_size_limit(4096), pytest.raises(OSError) as raised_text:
+        atomic_write_text(tmp_path / "big.txt", "x" * 8192)
+    assert raised_text.value.errno == errno.EFBIG
+    assert weights.read_bytes() == before  # the old file is untouched
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["net.safetensors"]

@@ -10,9 +10,11 @@ and non-finite handling are tested without a dataset in ``test_loop.py``.
 from __future__ import annotations
 
 import json
+import resource
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -217,5 +219,35 @@ def test_resume_restores_a_missing_recipe_toml_and_reads_past_a_damaged_progress
         json.loads((run_dir / "progress.json").read_text())["completed"]
         == json.loads((reference / "progress.json").read_text())["completed"]
     )
+    for role in NETS:
+        _assert_same_weights(run_dir, reference, role)
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_stops_the_run_with_a_message_and_resume_finishes_it(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operating system's own limit (RLIMIT_FSIZE, as ``ulimit -f`` or a batch
+    system sets it): writes past 16 KiB fail, as on a full disk."""
+    reference = finished_run(tmp_path_factory)
+    run_dir = tmp_path / "limited"
+    limit = 16 * 1024
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    command = [sys.executable, "-m", "pctkit", "run", str(write_recipe(tmp_path)), "--out", str(run_dir)]
+    result = subprocess.run(
+        [*command, "--quiet"],
+        env=subprocess_environment(),
+        preexec_fn=limit_file_size,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "a file-size limit was reached" in result.stderr or "File too large" in result.stderr
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
     for role in NETS:
         _assert_same_weights(run_dir, reference, role)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,12 +49,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no half-written file
+        raise
     os.replace(temporary, path)
     fsync_directory(path.parent)
+
+
+def _os_error(error: BaseException, path: Path) -> BaseException:
+    """safetensors reports a failed write as its own error, ``... (os error 28)``: the
+    :class:`OSError` it stands for, naming ``path``; any other error as it is."""
+    match = None if isinstance(error, OSError) else re.search(r"os error (\d+)\)", str(error))
+    if match is None:
+        return error
+    number = int(match.group(1))
+    return OSError(number, os.strerror(number), str(path))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,12 +91,19 @@ def save_tensors(
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     plain = {key: value.detach().cpu().contiguous().clone() for key, value in tensors.items()}
-    save_file(plain, str(temporary), metadata=dict(metadata) if metadata else None)
-    # safetensors creates its files private (0600); give them the usual permissions,
-    # so that exported bundles and run outputs can be shared like any other file.
-    os.chmod(temporary, _default_file_mode())
-    with open(temporary, "rb+") as handle:
-        os.fsync(handle.fileno())
+    try:
+        save_file(plain, str(temporary), metadata=dict(metadata) if metadata else None)
+        # safetensors creates its files private (0600); give them the usual permissions,
+        # so that exported bundles and run outputs can be shared like any other file.
+        os.chmod(temporary, _default_file_mode())
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        raised = _os_error(error, path)
+        if raised is error:
+            raise
+        raise raised from error
     os.replace(temporary, path)
     fsync_directory(path.parent)
 

@@ -4,6 +4,7 @@ command and turns user mistakes into messages with exit code 1, never a tracebac
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -88,6 +89,10 @@ def main() -> None:
         # Escaped: messages quote things like pip extras ('pctkit[plots]'), not markup.
         errors.print(f"[bold red]error[/]: {escape(str(error))}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except OSError as error:  # a file pctkit writes or reads outside its own checks
+        message = escape(os_error_message(error))
+        errors.print(f"[bold red]error[/]: {message}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except typer.Abort:
@@ -105,6 +110,22 @@ INTERRUPTED = (
     "[yellow]interrupted[/]: stopped before the command finished. A run continues from its newest "
     "checkpoint with `pctkit resume RUN_DIR`."
 )
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def os_error_message(error: OSError) -> str:
+    """An operating-system error as one line: what failed, on which file, and for a full
+    disk, a quota or a file-size limit, what to do."""
+    files = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    text = f"{error.strerror or error}" + (f": {' -> '.join(files)}" if files else "")
+    if error.errno in _NO_ROOM:
+        text += (
+            ". Make room (or raise the limit); a run continues from its newest checkpoint with "
+            "`pctkit resume RUN_DIR`"
+        )
+    return text
 
 
 def _interrupt(signal_number: int, frame: object) -> None:
