@@ -175,3 +175,44 @@ def test_validate_with_workers_checks_that_batches_split(runner: CliRunner) -> N
     result = runner.invoke(app, ["validate", str(QUICKSTART), "--nproc", "2", *SMALL_DATA])
     assert result.exit_code == 0, result.output
     assert "4 + 4 per micro-batch (2 worker(s) x 1 micro-batch(es))" in result.output
+
+
+def test_validate_reports_schema_and_build_check_mistakes_together(runner: CliRunner, tmp_path: Path) -> None:
+    """Keys the schema refuses are set aside (a required one gets a stand-in) and the
+    build and data checks run on the rest: one run of validate shows both kinds."""
+    text = (
+        QUICKSTART.read_text()
+        .replace("score_power = 8.0", 'score_power = "eight"')  # schema, has a default
+        .replace(
+            "iterations = 1800\nstrong_batch_size", "iterations = 0\nstrong_batch_size"
+        )  # schema, required
+        .replace("out_indices = [0, 3]", "out_indices = [0, 9]")  # build check
+        .replace("max_digit_size = 18", "max_digit_size = 40")  # data check: over the canvas
+    )
+    path = tmp_path / "recipe.toml"
+    path.write_text(text)
+    result = runner.invoke(app, ["validate", str(path), "--json", *SMALL_DATA])
+    assert result.exit_code == 1
+    issues = {issue["path"]: issue for issue in json.loads(result.stdout)["issues"]}
+    assert set(issues) == {
+        "method.score_power",
+        "cross_training.iterations",
+        "model.backbone.out_indices",
+        "data.max_digit_size",
+    }
+    assert issues["model.backbone.out_indices"]["source"] == "check"
+    assert issues["model.backbone.out_indices"]["line"] == next(
+        n for n, line in enumerate(text.splitlines(), 1) if line.startswith("out_indices")
+    )
+    # A mistake the schema refuses in a section hides that section's checks, whose
+    # findings could come from the stand-in; a file that does not parse has no checks.
+    broken = text.replace("output_stride = 32", "output_stride = 'x'")
+    path.write_text(broken)
+    paths = {
+        i["path"] for i in json.loads(runner.invoke(app, ["validate", str(path), "--json"]).stdout)["issues"]
+    }
+    assert "model.backbone.output_stride" in paths and "model.backbone.out_indices" not in paths
+    assert "data.max_digit_size" in paths
+    path.write_text(text + "\n[[broken")
+    result = runner.invoke(app, ["validate", str(path), "--json"])
+    assert [i["path"] for i in json.loads(result.stdout)["issues"]] == [""]

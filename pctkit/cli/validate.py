@@ -25,10 +25,11 @@ def validate(
     try:
         parsed = load_recipe(path, overrides or [], notes=notes)
     except RecipeError as error:
+        issues = [*error.issues, *checks_beside_schema_issues(path, overrides or [], error.issues, nproc)]
         if as_json:
-            _print_json(path, False, error.issues, notes, [])
+            _print_json(path, False, issues, notes, [])
         else:
-            print_issues(error)
+            print_issues(RecipeError(issues, error.file))
         raise typer.Exit(1) from None
     from pctkit.engine.checks import check_recipe
 
@@ -51,6 +52,87 @@ def validate(
         + (f"{parsed.retrain.iterations} iterations" if parsed.retrain.enabled else "off"),
         highlight=False,
     )
+
+
+def checks_beside_schema_issues(
+    path: Path, overrides: list[str], schema_issues: list[RecipeIssue], world_size: int
+) -> list[RecipeIssue]:
+    """The build and data checks' issues in the parts of a recipe the schema accepted.
+
+    The keys the schema refused are set aside (their defaults stand in), and the checks
+    run on the rest, so that one ``validate`` reports the mistakes of both kinds. Issues
+    in a section that held a refused key are left out: they could come from a stand-in.
+    When a refused key has no default (or the file does not parse), nothing is added.
+    """
+    from pctkit.recipe.loader import validate_recipe_data
+    from pctkit.recipe.text import parse_recipe_text
+
+    try:
+        raw, _, _ = parse_recipe_text(path.read_text(encoding="utf-8"), overrides, str(path))
+    except (OSError, RecipeError):
+        return []
+    set_aside: list[tuple[str, ...]] = []
+    for issue in schema_issues:
+        key = _remove_key(raw, tuple(issue.path.split(".")) if issue.path else ())
+        if key is None:
+            return []
+        set_aside.append(key)
+    try:
+        repaired = validate_recipe_data(_with_stand_ins(raw, set_aside))
+    except RecipeError:
+        return []
+    from pctkit.engine.checks import check_recipe
+
+    issues, _ = check_recipe(repaired, world_size=world_size)
+    sections = {key[:-1] or key for key in set_aside}
+    kept = [
+        issue
+        for issue in issues
+        if not any(tuple(issue.path.split("."))[: len(section)] == section for section in sections)
+    ]
+    locate(kept, path, overrides)
+    return kept
+
+
+def _with_stand_ins(raw: dict[str, object], keys: list[tuple[str, ...]]) -> dict[str, object]:
+    """``raw`` with each removed key that has no default (``iterations``) taken from the
+    quickstart recipe, a valid value of the right kind."""
+    from pctkit.recipe.builtin import builtin_recipes
+    from pctkit.recipe.text import parse_recipe_text
+
+    stand_ins, _, _ = parse_recipe_text(builtin_recipes()["quickstart"].read_text(encoding="utf-8"))
+    for key in keys:
+        value: object = stand_ins
+        for part in key:
+            value = value.get(part) if isinstance(value, dict) else None
+        table: object = raw
+        for part in key[:-1]:
+            table = table.setdefault(part, {}) if isinstance(table, dict) else None
+        if value is not None and isinstance(table, dict):
+            table[key[-1]] = value
+    return raw
+
+
+def _remove_key(raw: dict[str, object], key: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Delete the deepest table entry on ``key`` (a list index ends the walk); returns
+    the key removed, or ``None`` when there is none."""
+    table: object = raw
+    walked: tuple[str, ...] = ()
+    for part in key:
+        if not isinstance(table, dict) or part not in table:
+            break
+        if walked and not isinstance(table[part], dict):
+            walked += (part,)
+            break
+        walked += (part,)
+        table = table[part]
+    if not walked:
+        return None
+    parent: object = raw
+    for part in walked[:-1]:
+        parent = parent[part]  # type: ignore[index]
+    del parent[walked[-1]]  # type: ignore[attr-defined]
+    return walked
 
 
 def _print_json(
