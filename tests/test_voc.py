@@ -298,6 +298,25 @@ def test_missing_split_file(tiny_voc: Path, parameter: str, file_name: str) -> N
     assert error.value.parameter == parameter
 
 
+def test_a_missing_split_file_gets_the_setting_the_folder_suggests(tiny_voc: Path, tmp_path: Path) -> None:
+    # The root one level above VOC2012.
+    devkit = tmp_path / "VOCdevkit"
+    devkit.mkdir()
+    tiny_voc.rename(devkit / "VOC2012")
+    with pytest.raises(DataError, match=r"It is in .*VOC2012: --set data.root=.*VOC2012$"):
+        load(devkit)
+    root = devkit / "VOC2012"
+    # The released code's list name.
+    (root / SPLITS / "train_aug.txt").rename(root / SPLITS / "trainaug.txt")
+    with pytest.raises(DataError, match=r"has trainaug.txt: --set data.train_list=.*trainaug.txt$"):
+        load(root)
+    # VOC 2012 without SBD.
+    (root / SPLITS / "trainaug.txt").unlink()
+    with pytest.raises(DataError, match=r"Without the SBD masks") as error:
+        load(root)
+    assert "--set data.mask_dir=SegmentationClass" in str(error.value)
+
+
 @pytest.mark.parametrize("file_name", ["train_aug.txt", "train.txt", "val.txt"])
 def test_empty_split_file(tiny_voc: Path, file_name: str) -> None:
     (tiny_voc / SPLITS / file_name).write_text("\n  \n")

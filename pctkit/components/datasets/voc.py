@@ -8,6 +8,7 @@ file.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -64,7 +65,7 @@ def _read_split(root: Path, relative: str, parameter: str) -> list[_Listed]:
     if not path.is_file():
         raise DataError(
             f"split file {path} not found (parameter {parameter}={relative!r}, relative to "
-            f"the dataset root {root})",
+            f"the dataset root {root})" + _layout_hint(root, relative, parameter),
             parameter,
         )
     try:
@@ -90,6 +91,30 @@ def _read_split(root: Path, relative: str, parameter: str) -> list[_Listed]:
     if not listed:
         raise DataError(f"split file {path} is empty (parameter {parameter}={relative!r})", parameter)
     return listed
+
+
+def _layout_hint(root: Path, relative: str, parameter: str) -> str:
+    """What the folder suggests when a split file is not where the recipe says: the
+    root one level too high, a list of another name, VOC without the SBD masks."""
+    for inner in ("VOC2012", "VOCdevkit/VOC2012"):
+        if (root / inner / relative).is_file():
+            return f". It is in {root / inner}: --set data.root={root / inner}"
+    folder = (root / relative).parent
+    if folder.is_dir():
+        others = sorted(p.name for p in folder.iterdir() if p.suffix == ".txt")
+        without_sbd = Path(relative).name == "train_aug.txt" and "train.txt" in others
+        candidates = [name for name in others if not (without_sbd and name == "train.txt")]
+        close = difflib.get_close_matches(Path(relative).name, candidates, n=1, cutoff=0.75)
+        if close:  # trainaug.txt, the released code's name, for train_aug.txt
+            suggestion = str(Path(relative).with_name(close[0]))
+            return f". {folder} has {close[0]}: --set data.{parameter}={suggestion}"
+        if without_sbd:
+            return (
+                ". Without the SBD masks (VOC 2012 alone), train on VOC's own list and masks: "
+                "--set data.train_list=ImageSets/Segmentation/train.txt "
+                "--set data.mask_dir=SegmentationClass (docs/voc.md)"
+            )
+    return ""
 
 
 def _require_files(paths: list[tuple[Path, _Listed]], what: str, split: Path, why: str = "") -> None:
