@@ -28,3 +28,16 @@ def test_no_room_errors_say_how_to_continue() -> None:
     assert message.startswith("No space left on device: runs/x/hybrid_net.safetensors. Make room")
     assert "pctkit resume" in message
     assert os_error_message(OSError(errno.EACCES, "Permission denied", "a")) == "Permission denied: a"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [(["list", "--bogus"], "No such option: --bogus"), (["run"], "Missing argument")],
+)
+def test_command_line_mistakes_print_usage_and_exit_2(
+    arguments: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(arguments, monkeypatch) == 2
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert message in output and "Usage: pctkit" in output and "Traceback" not in output

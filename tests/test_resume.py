@@ -251,3 +251,23 @@ def test_a_file_size_limit_stops_the_run_with_a_message_and_resume_finishes_it(
     assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
     for role in NETS:
         _assert_same_weights(run_dir, reference, role)
+
+
+def test_resuming_a_complete_run_does_nothing_and_shows_its_results(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run(tmp_path_factory), run_dir)
+
+    def written() -> dict[str, int]:  # the lock file records each holder; it does not count
+        return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
+
+    before = written()
+    assert run_cli(["resume", str(run_dir)], monkeypatch) == 0
+    captured = capsys.readouterr()
+    assert f"{run_dir} is complete: nothing to do" in captured.err
+    assert "retrained" in captured.out  # the results table
+    assert written() == before  # nothing rewritten

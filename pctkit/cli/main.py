@@ -9,9 +9,15 @@ import os
 import signal
 import sys
 import warnings
+from typing import Any
 
 import click
 import typer
+
+try:
+    from typer.exceptions import TyperException
+except ImportError:  # typer before 0.29 raises click's own errors
+    TyperException = None  # type: ignore[assignment,misc]
 from rich.markup import escape
 
 from pctkit import registry
@@ -59,7 +65,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         # Without standalone mode click returns the exit code of typer.Exit instead.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="pctkit")
         if isinstance(code, int) and code:
             sys.exit(code)
     except RecipeError as error:
@@ -98,13 +104,19 @@ def main() -> None:
     except typer.Abort:
         errors.print(INTERRUPTED)
         sys.exit(130)
-    except click.exceptions.ClickException as error:
+    except USAGE_ERRORS as error:  # an unknown option, a missing argument: usage, exit 2
         error.show()
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         errors.print(INTERRUPTED)
         sys.exit(130)
 
+
+USAGE_ERRORS: tuple[type[Any], ...] = (click.exceptions.ClickException,)
+"""Errors in the command line itself. Typer 0.29 and later raise those of its own copy of
+click, which share ``TyperException`` as their base."""
+if TyperException is not None:
+    USAGE_ERRORS += (TyperException,)
 
 INTERRUPTED = (
     "[yellow]interrupted[/]: stopped before the command finished. A run continues from its newest "

@@ -265,6 +265,15 @@ def _run_stages(
     reset_peak_memory(device)
     started = time.perf_counter()
     reporter.message(f"[bold]pctkit[/] run [cyan]{recipe.experiment.name}[/] -> {run_dir}")
+    # Read after the barrier: under torchrun rank 0 may just have replaced the directory.
+    progress = _read_progress(directory, reporter)
+    finished = _finished_results(directory, progress, recipe)
+    if finished is not None:
+        reporter.message(
+            f"{run_dir} is complete: nothing to do. `pctkit eval {run_dir}` evaluates it again; "
+            "`pctkit run --overwrite` trains it again."
+        )
+        return RunOutcome(directory.path, finished, {"total": time.perf_counter() - started}, world)
     data = build_data(recipe)
     context = RunContext(
         recipe=recipe,
@@ -273,8 +282,7 @@ def _run_stages(
         world=world,
         data=data,
         reporter=reporter,
-        # Read after the barrier: under torchrun rank 0 may just have replaced the directory.
-        progress=_read_progress(directory, reporter),
+        progress=progress,
         stop_after=dict(stop_after or {}),
         tensorboard=TensorBoardLog.open(directory.tensorboard) if world.is_main else None,
     )
@@ -287,6 +295,21 @@ def _run_stages(
     for stage in stages_of(recipe.retrain.enabled):
         stage.run(context, outputs)
     return RunOutcome(directory.path, outputs.results, {"total": time.perf_counter() - started}, world)
+
+
+def _finished_results(directory: RunDirectory, progress: Progress, recipe: Recipe) -> dict[str, Any] | None:
+    """``results.json`` of a run whose every stage is complete and whose nets are all on
+    disk, else ``None`` (a missing net is then reported as the stage that wrote it
+    resumes)."""
+    if not all(progress.done(stage.name) for stage in stages_of(recipe.retrain.enabled)):
+        return None
+    try:
+        results = directory.read_results()
+    except RunDirectoryError:  # damaged: the evaluation runs again and rewrites it
+        return None
+    if results is None or not all(directory.net_weights(role).is_file() for role in results.get("nets", {})):
+        return None
+    return results
 
 
 def _read_progress(directory: RunDirectory, reporter: Reporter) -> Progress:
