@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from pctkit.typed_values import TypedValues
+
 
 class RegistryError(Exception):
     """A component cannot be found or used."""
@@ -149,6 +151,13 @@ def _parameter_hints(target: Callable[..., Any], signature: inspect.Signature) -
     return hints
 
 
+class ComponentParameters(TypedValues):
+    """The base of every component's parameter model: unknown keys and values of the
+    wrong TOML type are errors."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
+
+
 def parameters_model(kind: str, name: str, factory: Callable[..., Any]) -> type[BaseModel]:
     """A Pydantic model of a factory's recipe parameters.
 
@@ -189,9 +198,5 @@ def parameters_model(kind: str, name: str, factory: Callable[..., Any]) -> type[
             Field(default, description=descriptions.get(parameter.name)),
         )
     model_name = "".join(part.capitalize() for part in re.split(r"[._]", name)) + "Parameters"
-    model: type[BaseModel] = create_model(
-        model_name,
-        __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
-        **fields,
-    )
+    model: type[BaseModel] = create_model(model_name, __base__=ComponentParameters, **fields)
     return model

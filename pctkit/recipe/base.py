@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pctkit.typed_values import TypedValues
+
 SLOT_KEY = "x-pctkit-kind"
 """The JSON Schema key of a component slot's field that names its component kind."""
 
@@ -15,8 +17,9 @@ MAY_CHANGE_ON_RESUME: dict[str, Any] = {RESUME_KEY: "may change"}
 """``json_schema_extra`` of keys that may differ between a run and its resumption."""
 
 
-class StrictModel(BaseModel):
-    """A recipe section: unknown keys are errors."""
+class StrictModel(TypedValues):
+    """A recipe section: unknown keys are errors, and so are values of the wrong TOML
+    type (``"0.5"`` or ``true`` for a number)."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 

@@ -134,8 +134,8 @@ def issues_from_validation(
             message = "required key is missing"
         elif kind == "literal_error" and "expected" in (item.get("ctx") or {}):
             hint = f"allowed values: {item['ctx']['expected']}"
-        elif "input" in item and not isinstance(item["input"], dict):
-            message = f"{message} (got {item['input']!r})"
+        elif kind != "toml_type" and "input" in item and not isinstance(item["input"], dict):
+            message = f"{message} (got {item['input']!r})"  # toml_type messages quote it
         key = (".".join(loc), message)
         if key in seen:
             continue

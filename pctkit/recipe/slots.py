@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 
 from pctkit import registry
 from pctkit.recipe.schema import RESUME_KEY, ComponentSpec, Recipe, StrictModel, slot_kind
+from pctkit.typed_values import typed_values_validator
 
 ANY_KEY = "*"
 """Stands for any key of a table of sections (``nets.<role>``) in a slot path."""
@@ -104,11 +105,13 @@ def component_model(component: registry.Component) -> type[ComponentSpec]:
     }
     for name, info in component.parameters.model_fields.items():
         fields[name] = (info.annotation, info)
+    parameters = [name for name in fields if name != "type"]
     model: type[ComponentSpec] = create_model(
         f"{registry.singular(component.kind).capitalize()}_{component.name.replace('.', '_')}",
         __base__=ComponentSpec,
         __config__=None,
         __doc__=component.description,
+        __validators__={"typed_values": typed_values_validator(*parameters)} if parameters else None,
         **fields,
     )
     model.model_config["extra"] = "forbid"
