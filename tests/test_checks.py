@@ -142,3 +142,30 @@ def test_a_component_that_fails_to_build_is_reported_at_its_section(recipe_file:
     assert any(path.startswith("model.backbone") for path in paths)
     assert any(path.startswith("optimizer") for path in paths)
     assert not any(line.startswith("model: builds") for line in checked)
+
+
+def test_an_inherited_mistake_is_reported_once_and_the_schedule_still_checked(recipe_file: Path) -> None:
+    """[retrain] inherits [optimizer] and [scheduler]: one mistake, one issue at the key
+    where it is written. A schedule is checked even when the optimizer does not build."""
+    overrides = [*FEW_SCENES, "optimizer.lr=-1.0", "scheduler.warmup_iterations=-3"]
+    issues, _ = check_recipe(load_recipe(recipe_file, overrides))
+    messages = {issue.path: issue.message for issue in issues}
+    assert messages == {
+        "optimizer.lr": "must be > 0, got -1.0 (also in retrain, which inherits it)",
+        "scheduler.warmup_iterations": "must be >= 0, got -3 (also in retrain, which inherits it)",
+    }
+    # Where retraining has a value of its own, its issue stands on its own.
+    overrides = [*FEW_SCENES, "optimizer.lr=-1.0", "retrain.optimizer.lr=-2.0"]
+    paths = sorted(issue.path for issue in check_recipe(load_recipe(recipe_file, overrides))[0])
+    assert paths == ["optimizer.lr", "retrain.optimizer.lr"]
+
+
+def test_a_component_that_fails_in_its_own_code_is_not_blamed_on_a_value() -> None:
+    crash = component_issue("loss.segmentation", RuntimeError("table not initialised"))
+    assert crash.path == "loss.segmentation"
+    assert crash.message == "the component failed to build: RuntimeError: table not initialised"
+    assert crash.hint is not None and "report it to its package" in crash.hint
+    missing = component_issue("loss.segmentation", ModuleNotFoundError("No module named 'cupy'"))
+    assert missing.message == "the component needs a module that is not installed: No module named 'cupy'"
+    value = component_issue("optimizer", ValueError("Invalid learning rate: -1.0"))
+    assert value.message == "Invalid learning rate: -1.0" and value.hint is None

@@ -19,6 +19,7 @@ from pctkit.engine.data import (
     micro_batches,
     pad_collate,
     raise_data_error,
+    sample_problem,
     stable_seed,
     to_tensors,
 )
@@ -240,3 +241,20 @@ def test_images_to_float() -> None:
     assert result.dtype == torch.float32
     assert result.flatten().tolist() == pytest.approx([0.0, 0.2, 1.0])
     assert result.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_samples_that_break_the_dataset_contract_are_named() -> None:
+    image = np.zeros((4, 6, 3), dtype=np.uint8)
+    mask = np.zeros((4, 6), dtype=np.uint8)
+    assert sample_problem(RawSample(image, mask, [0], "fine"), mask) is None
+    channels_first = RawSample(np.zeros((3, 4, 6), dtype=np.uint8), None, [0], "chw")
+    assert "image 'chw' is a ndarray uint8 of shape (3, 4, 6)" in str(sample_problem(channels_first, None))
+    floats = RawSample(image.astype(np.float32), None, [0], "floats")
+    assert "float32" in str(sample_problem(floats, None))
+    wide = np.zeros((4, 7), dtype=np.uint8)
+    assert sample_problem(RawSample(image, wide, [0], "wide"), wide) == (
+        "mask of 'wide' is 7x4 but its image is 6x4 (width x height)"
+    )
+    # At training time the sample's error names it, as any data error does.
+    images = TrainingImages([channels_first], 1, lambda image, mask, seed: (image, mask))
+    assert "image 'chw'" in images[0, 0]["error"]

@@ -16,6 +16,24 @@ if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LambdaLR
 
 
+def _require(name: str, ok: bool, requirement: str, value: Any) -> None:
+    """Refuse a parameter out of range, naming it (``validate`` shows the recipe key)."""
+    if not ok:
+        from pctkit.components.contracts import ParameterError
+
+        raise ParameterError(name, f"must be {requirement}, got {value}")
+
+
+def _warmup(warmup_iterations: int, total_iterations: int) -> None:
+    _require("warmup_iterations", warmup_iterations >= 0, ">= 0", warmup_iterations)
+    _require(
+        "warmup_iterations",
+        warmup_iterations < max(total_iterations, 1),
+        f"fewer than the stage's {total_iterations} iterations",
+        warmup_iterations,
+    )
+
+
 def _scaled(param_groups: list[dict[str, Any]], lr: float) -> list[dict[str, Any]]:
     """Give every group its learning rate: ``lr`` times the group's ``lr_scale``."""
     return [{**group, "lr": lr * float(group.get("lr_scale", 1.0))} for group in param_groups]
@@ -39,6 +57,9 @@ def sgd(
         weight_decay: L2 penalty.
         nesterov: use Nesterov momentum.
     """
+    _require("lr", lr > 0, "> 0", lr)
+    _require("momentum", 0 <= momentum < 1, "in [0, 1)", momentum)
+    _require("weight_decay", weight_decay >= 0, ">= 0", weight_decay)
     import torch
 
     return torch.optim.SGD(
@@ -61,6 +82,9 @@ def adamw(
         betas: coefficients of the running averages of the gradient and its square.
         weight_decay: decoupled weight decay.
     """
+    _require("lr", lr > 0, "> 0", lr)
+    _require("betas", all(0 <= beta < 1 for beta in betas), "two numbers in [0, 1)", list(betas))
+    _require("weight_decay", weight_decay >= 0, ">= 0", weight_decay)
     import torch
 
     return torch.optim.AdamW(_scaled(param_groups, lr), lr=lr, betas=betas, weight_decay=weight_decay)
@@ -80,6 +104,9 @@ def poly(
         power: the exponent (0.9 in DeepLab and the paper).
         warmup_iterations: iterations of linear warm-up from 0.
     """
+
+    _require("power", power >= 0, ">= 0", power)
+    _warmup(warmup_iterations, total_iterations)
 
     def factor(iteration: int) -> float:
         if iteration < warmup_iterations:
@@ -105,6 +132,9 @@ def cosine(
         final_fraction: the learning rate at the end, as a fraction of the base rate.
         warmup_iterations: iterations of linear warm-up from 0.
     """
+
+    _require("final_fraction", 0 <= final_fraction <= 1, "in [0, 1]", final_fraction)
+    _warmup(warmup_iterations, total_iterations)
 
     def factor(iteration: int) -> float:
         if iteration < warmup_iterations:

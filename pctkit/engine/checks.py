@@ -8,6 +8,7 @@ issue then points at that parameter's recipe key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,13 @@ import torch
 
 from pctkit import registry
 from pctkit.components.backbones import crop_size_issue
-from pctkit.components.contracts import DataError, ParameterError, ParameterErrors, SegmentationData
+from pctkit.components.contracts import (
+    DataError,
+    ParameterError,
+    ParameterErrors,
+    RawSample,
+    SegmentationData,
+)
 from pctkit.engine.build import (
     build_backbone,
     build_component,
@@ -24,6 +31,8 @@ from pctkit.engine.build import (
     build_optimizer,
     build_scheduler,
 )
+from pctkit.engine.data import sample_problem
+from pctkit.engine.loss_checks import loss_issues
 from pctkit.engine.settings_checks import batch_issues, device_issues, learning_rate_notes, micro_batch_lines
 from pctkit.methods.base import MethodInputs
 from pctkit.recipe import Recipe, RecipeIssue
@@ -41,6 +50,13 @@ def component_issue(section: str, error: BaseException) -> RecipeIssue:
         if isinstance(error, KeyError) and error.args:
             message = str(error.args[0])
         hint = None
+        if isinstance(error, ImportError):
+            message = f"the component needs a module that is not installed: {message}"
+            hint = "install it into this environment"
+        elif not isinstance(error, ValueError | KeyError | DataError):
+            # Not a value the recipe got wrong: the component itself failed.
+            message = f"the component failed to build: {type(error).__name__}: {message}"
+            hint = "an error in the component's code, not in a recipe value: report it to its package"
     if parameter and isinstance(error, ParameterError | DataError):
         key = f"{section}.{parameter}"
         if hint is None and "--set" not in message:
@@ -168,17 +184,29 @@ def _check_data(recipe: Recipe, checked: list[str]) -> tuple[SegmentationData | 
                 RecipeIssue(path="data", message="the dataset has no validation image", source="check")
             )
         else:
-            checked.append(f"data: first validation image {data.val[0].name!r} loads")
+            sample = data.val[0]
+            _require_sample(sample, sample.mask, "validation")
+            checked.append(f"data: first validation image {sample.name!r} loads")
         # Decoding every file would take minutes; one strong and one weak training image
         # catch a wrong mask folder or class count. Other broken files fail at load time.
         strong = set(data.strong_indices)
         weak = next((index for index in range(len(data.train)) if index not in strong), None)
         for index in [*data.strong_indices[:1], *([weak] if weak is not None else [])]:
             kind = "strong" if index in strong else "weak"
-            checked.append(f"data: first {kind} training image {data.train[index].name!r} loads")
+            sample = data.train[index]
+            if kind == "strong" and sample.mask is None:
+                raise DataError(f"strong image {sample.name!r} (index {index}) has no mask")
+            _require_sample(sample, sample.mask, kind)
+            checked.append(f"data: first {kind} training image {sample.name!r} loads")
     except Exception as error:
         issues += component_issues("data", error)
     return data, issues
+
+
+def _require_sample(sample: RawSample, mask: Any, kind: str) -> None:
+    problem = sample_problem(sample, mask)
+    if problem is not None:
+        raise DataError(f"{kind} {problem} (docs/plugins.md, datasets)")
 
 
 def _check_augmentations(recipe: Recipe) -> tuple[dict[str, int], list[RecipeIssue]]:
@@ -217,7 +245,8 @@ def _check_training_components(recipe: Recipe) -> list[RecipeIssue]:
             optimizer = build_optimizer(optimizer_spec, probe, 1.0)
         except Exception as error:
             issues += component_issues(f"{prefix}optimizer", error)
-            continue
+            # The schedule is still checked, on a stand-in optimizer.
+            optimizer = torch.optim.SGD(probe.parameters(), lr=0.1)
         try:
             build_scheduler(scheduler_spec, optimizer, total)
         except Exception as error:
@@ -236,7 +265,31 @@ def _check_training_components(recipe: Recipe) -> list[RecipeIssue]:
             build_component("postprocess", recipe.evaluation.postprocess)
         except Exception as error:
             issues += component_issues("evaluation.postprocess", error)
-    return issues
+    return once_where_inherited(issues)
+
+
+_INHERITING = re.compile(r"^(retrain|nets\.[^.]+)\.")
+
+
+def once_where_inherited(issues: list[RecipeIssue]) -> list[RecipeIssue]:
+    """An issue of a top-level section, repeated word for word by the sections that
+    inherit it (``[retrain]``, ``[nets.<role>]``), reported once, where it is written."""
+    by_key = {(issue.path, issue.message): issue for issue in issues}
+    kept: list[RecipeIssue] = []
+    inherited_by: dict[int, list[str]] = {}
+    for issue in issues:
+        match = _INHERITING.match(issue.path)
+        source = by_key.get((issue.path[match.end() :], issue.message)) if match else None
+        if source is None or match is None:
+            kept.append(issue)
+            continue
+        inherited_by.setdefault(id(source), []).append(match.group(1))
+    for issue in kept:
+        if id(issue) in inherited_by:
+            sections = inherited_by[id(issue)]
+            names = " and ".join([", ".join(sections[:-1]), sections[-1]] if len(sections) > 1 else sections)
+            issue.message += f" (also in {names}, which inherit{'s' if len(sections) == 1 else ''} it)"
+    return kept
 
 
 def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue], list[str]]:
@@ -307,7 +360,7 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
         if not retrain_issues:
             checked.append("retrain.model: builds and runs")
 
-    training_issues = _check_training_components(recipe)
+    training_issues = _check_training_components(recipe) + loss_issues(recipe, num_classes)
     issues += training_issues
     if not training_issues:
         built = "optimizers, schedules and losses build"

@@ -34,8 +34,30 @@ Augment = Callable[[Tensor, Tensor, int], tuple[Tensor, Tensor]]
 """An augmentation component: ``(uint8 image (3, H, W), long mask (H, W), seed) -> both``."""
 
 
+def sample_problem(sample: RawSample, mask: np.ndarray | None) -> str | None:
+    """How a dataset's sample breaks the contract of :class:`RawSample` (an ``(H, W, 3)``
+    ``uint8`` image, an ``(H, W)`` mask of the same size), or ``None``."""
+    image = sample.image
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        found = f"{type(image).__name__} {getattr(image, 'dtype', '')} of shape {shape}"
+        return f"image {sample.name!r} is a {found}; a dataset gives (H, W, 3) uint8 RGB arrays"
+    if mask is not None:
+        if not isinstance(mask, np.ndarray) or mask.ndim != 2:
+            return f"mask of {sample.name!r} has shape {getattr(mask, 'shape', None)}; expected (H, W)"
+        if mask.shape != image.shape[:2]:
+            return (
+                f"mask of {sample.name!r} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]} (width x height)"
+            )
+    return None
+
+
 def to_tensors(sample: RawSample, mask: np.ndarray | None) -> tuple[Tensor, Tensor]:
     """``uint8`` image ``(3, H, W)`` and long mask ``(H, W)`` (255 where no mask)."""
+    problem = sample_problem(sample, mask)
+    if problem is not None:
+        raise DataError(problem)
     image = torch.from_numpy(np.ascontiguousarray(sample.image)).permute(2, 0, 1)
     if mask is None:
         target = torch.full(image.shape[1:], IGNORE_INDEX, dtype=torch.long)
