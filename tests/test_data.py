@@ -258,3 +258,13 @@ def test_samples_that_break_the_dataset_contract_are_named() -> None:
     # At training time the sample's error names it, as any data error does.
     images = TrainingImages([channels_first], 1, lambda image, mask, seed: (image, mask))
     assert "image 'chw'" in images[0, 0]["error"]
+
+
+def test_an_augmentation_that_fails_names_the_image() -> None:
+    sample = RawSample(np.zeros((4, 6, 3), dtype=np.uint8), None, [0], "img7")
+
+    def crashing(image: torch.Tensor, mask: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise IndexError("list index out of range")
+
+    error = TrainingImages([sample], 1, crashing)[0, 0]["error"]
+    assert error.startswith("the augmentation failed on image 'img7' (index 0): IndexError: list index")

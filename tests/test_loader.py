@@ -237,3 +237,12 @@ def test_validate_recipe_data_reports_all_issues_of_raw_data() -> None:
         validate_recipe_data({"experiment": {"seed": "x"}})
     paths = {issue.path for issue in caught.value.issues}
     assert {"experiment.name", "experiment.seed", "model", "cross_training", "retrain"} <= paths
+
+
+def test_an_unknown_key_of_an_optional_component_section_lists_the_allowed_keys(tmp_path: Path) -> None:
+    text = QUICKSTART.read_text() + '\n[evaluation.postprocess]\ntype = "dense_crf"\ntemp = 3\n'
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(_write(tmp_path, text))
+    (issue,) = caught.value.issues
+    assert issue.path == "evaluation.postprocess.temp"
+    assert issue.hint is not None and issue.hint.startswith("allowed keys: type, gaussian_sxy")

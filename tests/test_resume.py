@@ -271,3 +271,27 @@ def test_resuming_a_complete_run_does_nothing_and_shows_its_results(
     assert f"{run_dir} is complete: nothing to do" in captured.err
     assert "retrained" in captured.out  # the results table
     assert written() == before  # nothing rewritten
+
+
+def test_a_run_records_its_software_and_resume_names_what_changed(
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run(tmp_path_factory), run_dir)
+    recorded = json.loads((run_dir / "environment.json").read_text())
+    assert recorded["packages"]["pctkit"] and recorded["packages"]["torch"]
+    assert recorded["components"]["model.backbone"]["package"] == "pctkit"
+    assert recorded["components"]["method"] == {
+        "type": "pct",
+        "package": "pctkit",
+        "version": recorded["packages"]["pctkit"],
+    }
+    recorded["packages"]["torch"] = "1.0"
+    (run_dir / "environment.json").write_text(json.dumps(recorded))
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
+    error = capsys.readouterr().err
+    assert "resuming with other software than the run started with: torch 1.0 ->" in error
+    assert json.loads((run_dir / "environment.json").read_text())["packages"]["torch"] == "1.0"

@@ -7,6 +7,7 @@ No other module spells a run file's name: writers and readers go through
 ``recipe.toml``               the resolved recipe, every default spelled out
 ``recipe.json``               the same, as validated JSON (what ``resume`` compares)
 ``progress.json``             completed stages, seconds and peak memory per stage
+``environment.json``          versions of pctkit, torch, timm and each component's package
 ``metrics.jsonl``             one record per line (:data:`Record`)
 ``results.json``              final mIoU of every net, pseudo-label quality, time
 ``<role>_net.safetensors``    final weights of each net, with metadata
@@ -161,6 +162,7 @@ class RunDirectory:
     RECIPE_TOML = "recipe.toml"
     RECIPE_JSON = "recipe.json"
     PROGRESS = "progress.json"
+    ENVIRONMENT = "environment.json"
     METRICS = "metrics.jsonl"
     RESULTS = "results.json"
     PREDICTIONS = "predictions.png"
@@ -260,6 +262,18 @@ class RunDirectory:
         """Write the resolved recipe (TOML for people, JSON for ``resume``)."""
         atomic_write_text(self.recipe_toml, toml_text)
         atomic_write_json(self.recipe_json, data)
+
+    def write_environment(self, data: dict[str, Any]) -> None:
+        """Write ``environment.json`` (what the run was made with)."""
+        atomic_write_json(self.path / self.ENVIRONMENT, data)
+
+    def read_environment(self) -> dict[str, Any] | None:
+        """``environment.json``, or ``None`` when absent or unreadable (runs of pctkit
+        before 0.2 have none)."""
+        try:
+            return dict(self._read_json(self.path / self.ENVIRONMENT))
+        except RunDirectoryError:
+            return None
 
     def write_recipe_toml(self, toml_text: str) -> None:
         """Write ``recipe.toml`` alone (restored from ``recipe.json`` on resume)."""

@@ -32,7 +32,8 @@ from pctkit.engine.build import (
     build_scheduler,
 )
 from pctkit.engine.data import sample_problem
-from pctkit.engine.loss_checks import loss_issues
+from pctkit.engine.probes import augmentation_issues as probe_augmentations
+from pctkit.engine.probes import loss_issues
 from pctkit.engine.settings_checks import batch_issues, device_issues, learning_rate_notes, micro_batch_lines
 from pctkit.methods.base import MethodInputs
 from pctkit.recipe import Recipe, RecipeIssue
@@ -337,6 +338,8 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
 
     crops, augmentation_issues = _check_augmentations(recipe)
     issues += augmentation_issues
+    if not augmentation_issues and not data_issues and data is not None and data.strong_indices:
+        issues += probe_augmentations(recipe, data.train[data.strong_indices[0]])
     if crops:
         checked.append(
             "augmentation: "

@@ -121,7 +121,16 @@ class TrainingImages(Dataset[dict[str, Any]]):
                 raise DataError(f"pseudo label missing for {sample.name!r}: {path}")
             mask = load_mask_png(path)
         image, target = to_tensors(sample, mask)
-        image, target = self.augmentation(image, target, seed)
+        try:
+            image, target = self.augmentation(image, target, seed)
+        except DataError:
+            raise
+        except Exception as error:  # a worker's traceback would not name the image
+            raise DataError(
+                f"the augmentation failed on image {sample.name!r} (index {index}): "
+                f"{type(error).__name__}: {error}. If the image is sound, the augmentation "
+                "component has a bug: report it to its package"
+            ) from error
         return {
             "image": image,
             "mask": target,

@@ -46,6 +46,11 @@ def _section_type(annotation: Any, raw: Any) -> Any:
         return _section_type(args[0], raw)
     wanted = raw.get("type") if isinstance(raw, dict) else None
     for member in args:
+        if typing.get_args(member):  # an optional slot: the union inside ``X | None``
+            found = _section_type(member, raw)
+            if found is not None:
+                return found
+            continue
         if isinstance(member, type) and issubclass(member, BaseModel):
             type_field = member.model_fields.get("type")
             if type_field is not None and typing.get_args(type_field.annotation) == (wanted,):

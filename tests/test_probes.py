@@ -1,15 +1,18 @@
-"""pctkit.engine.loss_checks: validate calls each loss once and names one that breaks
+"""pctkit.engine.probes: validate calls each loss once and names one that breaks
 the contract of its slot."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_run import FEW_SCENES
 
-from pctkit.engine.loss_checks import _probe, loss_issues
+import pctkit.engine.probes as probes
+from pctkit.components.contracts import RawSample
+from pctkit.engine.probes import _probe, augmentation_issues, loss_issues
 from pctkit.recipe import load_recipe
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
@@ -44,3 +47,26 @@ def test_a_segmentation_loss_that_ignores_reduction_is_named() -> None:
     problem = _probe(mean_only, "segmentation", logits, target, labels)
     assert problem == "reduction='none' gave (), expected per-pixel losses (2, 4, 4)"
     assert _probe(lambda logits, labels: logits.amax(), "classification", logits, target, labels) is None
+
+
+def test_an_augmentation_that_fails_on_a_training_image_is_named_per_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recipe = load_recipe(QUICKSTART, FEW_SCENES)
+    sample = RawSample(np.zeros((8, 8, 3), dtype=np.uint8), np.zeros((8, 8), dtype=np.uint8), [0], "s0")
+    assert augmentation_issues(recipe, sample) == []  # the built-ins work
+
+    def crashing(image: torch.Tensor, mask: torch.Tensor, seed: int) -> None:
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(probes, "build_component", lambda kind, spec: crashing)
+    issues = augmentation_issues(recipe, sample)
+    assert [issue.path for issue in issues] == [
+        "augmentation.strong",
+        "augmentation.weak",
+        "augmentation.retrain",
+    ]
+    assert issues[0].message == (
+        "augmentation 'scale_crop_flip' fails on training image 's0': "
+        "it raised IndexError: list index out of range"
+    )

@@ -1,6 +1,7 @@
-"""``validate``'s probe of the recipe's losses: each is called once on tiny logits, so
-that a loss in the wrong slot, or one that ignores ``reduction``, is found before a job
-starts rather than at its first step (the contracts: docs/plugins.md, "Losses")."""
+"""``validate``'s probes: components called once on tiny inputs, so that a loss in the
+wrong slot, a loss that ignores ``reduction`` or an augmentation that fails on a real
+image is found before a job starts rather than at its first step (the contracts:
+docs/plugins.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 import torch
 
+from pctkit.components.contracts import RawSample
 from pctkit.constants import IGNORE_INDEX
 from pctkit.engine.build import build_component
+from pctkit.engine.data import to_tensors
 from pctkit.recipe import Recipe, RecipeIssue
 
 CONTRACTS = (
@@ -67,3 +70,45 @@ def _scalar(value: Any, call: str) -> str | None:
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
         return f"{call} gave {shape}, expected a scalar"
     return None
+
+
+def augmentation_issues(recipe: Recipe, sample: RawSample | None) -> list[RecipeIssue]:
+    """Each stream's augmentation applied to one training image (``sample``); one issue
+    per stream that fails on it or returns something else than an image and a mask."""
+    if sample is None:
+        return []
+    streams = ["strong", "weak"] + (["retrain"] if recipe.retrain.enabled else [])
+    issues = []
+    for stream in streams:
+        spec = getattr(recipe.augmentation, stream)
+        try:
+            augment = build_component("augmentations", spec)
+        except Exception:  # reported by the build check
+            continue
+        image, mask = to_tensors(sample, sample.mask)
+        try:
+            result = augment(image, mask, 0)
+            problem = None if _image_and_mask(result) else f"it returned {type(result).__name__}"
+        except Exception as error:
+            problem = f"it raised {type(error).__name__}: {error}"
+        if problem is not None:
+            issues.append(
+                RecipeIssue(
+                    path=f"augmentation.{stream}",
+                    message=f"augmentation {spec.type!r} fails on training image {sample.name!r}: {problem}",
+                    hint="an augmentation is augment(image (3, H, W) uint8, mask (H, W) long, seed) -> "
+                    "(image, mask) (docs/plugins.md)",
+                    source="check",
+                )
+            )
+    return issues
+
+
+def _image_and_mask(result: Any) -> bool:
+    return (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and all(isinstance(part, torch.Tensor) for part in result)
+        and result[0].ndim == 3
+        and result[1].ndim == 2
+    )
