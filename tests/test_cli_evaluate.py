@@ -25,7 +25,12 @@ def test_eval_of_bundle_and_run_reproduces_the_run_results(
     assert scores["miou_with_labels"] == pytest.approx(results["retrained"]["miou_with_labels"])
     assert scores["iou"] == results["retrained"]["iou"]
 
-    assert run_cli(["eval", str(tiny_run_dir), "--net", "hybrid", "--json"], monkeypatch) == 0
+    assert (
+        run_cli(
+            ["eval", str(tiny_run_dir), "--net", "hybrid", "--json", "--log-format", "plain"], monkeypatch
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["miou_with_labels"] == pytest.approx(
         results["hybrid"]["miou_with_labels"]
     )

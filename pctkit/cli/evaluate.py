@@ -12,12 +12,14 @@ from rich.table import Table
 from pctkit.artifacts.run_dir import RunDirectory
 from pctkit.cli.app import (
     DeviceOption,
+    LogFormatOption,
     NetOption,
     QuietOption,
     SetOption,
     UserError,
     console,
     errors,
+    log_format,
     recipe_path,
 )
 from pctkit.cli.predict import load_predictor
@@ -64,6 +66,7 @@ def evaluate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
+    log_format_name: LogFormatOption = "auto",
 ) -> None:
     """mIoU (plain and with image labels) and per-class IoU on a validation split.
 
@@ -92,7 +95,7 @@ def evaluate_command(
             f"the data's classes ({', '.join(dataset.class_names)}) are not the net's "
             f"({', '.join(predictor.class_names)})"
         )
-    reporter = Reporter(errors, enabled=not quiet and not as_json)
+    reporter = Reporter(errors, enabled=not quiet and not as_json, log_format=log_format(log_format_name))
     with reporter.task("eval", len(dataset.val)) as (advance, _):
         result = evaluate(
             predictor.net,

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from pctkit.cli.app import DeviceOption, NetOption, QuietOption, UserError, console, errors
+from pctkit.cli.app import (
+    DeviceOption,
+    LogFormatOption,
+    NetOption,
+    QuietOption,
+    UserError,
+    console,
+    errors,
+    log_format,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -128,6 +137,7 @@ def predict(
     net: NetOption = None,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
+    log_format_name: LogFormatOption = "auto",
 ) -> None:
     """Segment images: palette PNG masks (VOC format) in OUT/masks, colour overlays in
     OUT/overlays. An unreadable image is reported and skipped; the exit code is then 1."""
@@ -145,7 +155,7 @@ def predict(
     labels_of = label_lookup(image_labels, predictor)
     failures: list[tuple[Path, str]] = []
     unlabelled = 0
-    reporter = Reporter(errors, enabled=not quiet)
+    reporter = Reporter(errors, enabled=not quiet, log_format=log_format(log_format_name))
     from PIL import Image
 
     with reporter.task("predict", len(files)) as (advance, describe):
