@@ -118,7 +118,10 @@ class TrainingImages(Dataset[dict[str, Any]]):
         if mask is None and self.pseudo_label_dir is not None:
             path = self.pseudo_label_dir / f"{sample.name}.png"
             if not path.is_file():
-                raise DataError(f"pseudo label missing for {sample.name!r}: {path}")
+                raise DataError(
+                    f"pseudo label missing for {sample.name!r}: {path} (if the dataset lists it "
+                    "as a strong image, it gave the image no mask)"
+                )
             mask = load_mask_png(path)
         image, target = to_tensors(sample, mask)
         try:
