@@ -50,6 +50,14 @@ def _assert_same_weights(run_dir: Path, reference_dir: Path, role: str) -> None:
     assert not different, f"{role} net differs from the uninterrupted run in {different[:5]}"
 
 
+@pytest.fixture
+def run_dir(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's finished tiny run, free to change."""
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run(tmp_path_factory), copy)
+    return copy
+
+
 def _crash(
     stage: str, after: int, signal_name: str, arguments: list[str], cwd: Path
 ) -> subprocess.CompletedProcess[str]:
@@ -136,13 +144,8 @@ def test_resume_after_crashes_in_every_stage_is_bit_exact(
 
 
 def test_sigterm_during_pseudo_labels_keeps_the_written_labels(
-    tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_dir = tmp_path / "run"
-    shutil.copytree(finished_run(tmp_path_factory), run_dir)
     labels = sorted((run_dir / "pseudo_labels").glob("*.png"))
     for path in labels[4:]:
         path.unlink()
@@ -195,7 +198,7 @@ def test_resume_of_a_folder_without_a_run_is_refused(
 
 
 def test_resume_restores_a_missing_recipe_toml_and_reads_past_a_damaged_progress_file(
-    tmp_path: Path,
+    run_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -203,8 +206,6 @@ def test_resume_restores_a_missing_recipe_toml_and_reads_past_a_damaged_progress
     """Both files are derived: the recipe is also in recipe.json, and every stage can
     continue from its newest checkpoint. The run ends as the uninterrupted one."""
     reference = finished_run(tmp_path_factory)
-    run_dir = tmp_path / "run"
-    shutil.copytree(reference, run_dir)
     (run_dir / "recipe.toml").unlink()
     (run_dir / "progress.json").write_text("\x00" * 16)  # zeros, as after a power loss
     (run_dir / "retrained_net.safetensors").unlink()  # so that retraining has work left
@@ -254,13 +255,8 @@ def test_a_file_size_limit_stops_the_run_with_a_message_and_resume_finishes_it(
 
 
 def test_resuming_a_complete_run_does_nothing_and_shows_its_results(
-    tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_dir = tmp_path / "run"
-    shutil.copytree(finished_run(tmp_path_factory), run_dir)
 
     def written() -> dict[str, int]:  # the lock file records each holder; it does not count
         return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file() and p.name != ".lock"}
@@ -274,13 +270,8 @@ def test_resuming_a_complete_run_does_nothing_and_shows_its_results(
 
 
 def test_a_run_records_its_software_and_resume_names_what_changed(
-    tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_dir = tmp_path / "run"
-    shutil.copytree(finished_run(tmp_path_factory), run_dir)
     recorded = json.loads((run_dir / "environment.json").read_text())
     assert recorded["packages"]["pctkit"] and recorded["packages"]["torch"]
     assert recorded["components"]["model.backbone"]["package"] == "pctkit"
