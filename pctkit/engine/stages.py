@@ -100,13 +100,16 @@ class Evaluation:
         results: dict[str, Any] = {"nets": {}, "class_names": context.data.class_names}
         evaluations: dict[str, EvaluationResult] = {}
         clock = context.clock(self.name)
-        with context.reporter.task("evaluation", len(outputs.nets)) as (advance, _):
-            for role, net in outputs.nets.items():
+        for role, net in outputs.nets.items():
+            # One task per net, advanced per image: the five-scale evaluation of a VOC
+            # net, or its dense CRF, takes long enough to want a sign of life.
+            postprocess = context.postprocess(role)
+            title = f"evaluation of the {role} net" + (" (with post-processing)" if postprocess else "")
+            with context.reporter.task(title, len(context.data.val)) as (advance, _):
                 evaluations[role] = context.evaluate(
-                    net, num_examples=num_pictures, postprocess=context.postprocess(role)
+                    net, num_examples=num_pictures, postprocess=postprocess, progress=advance
                 )
-                results["nets"][role] = evaluations[role].summary()
-                advance(1)
+            results["nets"][role] = evaluations[role].summary()
         results["pseudo_labels"] = outputs.pseudo_label_quality
         scores = {
             k: {"miou": v["miou"], "miou_with_labels": v["miou_with_labels"]}
