@@ -268,3 +268,14 @@ def test_an_augmentation_that_fails_names_the_image() -> None:
 
     error = TrainingImages([sample], 1, crashing)[0, 0]["error"]
     assert error.startswith("the augmentation failed on image 'img7' (index 0): IndexError: list index")
+
+
+def test_a_strong_stream_refuses_an_image_without_a_mask() -> None:
+    sample = RawSample(np.zeros((4, 6, 3), dtype=np.uint8), None, [0], "w0")
+    identity = lambda image, mask, seed: (image, mask)  # noqa: E731
+    assert "error" not in TrainingImages([sample], 1, identity)[0, 0]
+    error = TrainingImages([sample], 1, identity, require_masks=True)[0, 0]["error"]
+    assert error == (
+        "image 'w0' (index 0) is in the dataset's strong set but has no mask: "
+        "every index of strong_indices needs one"
+    )

@@ -86,6 +86,7 @@ class TrainingImages(Dataset[dict[str, Any]]):
         augmentation: the stream's augmentation component (seeded per sample).
         pseudo_label_dir: where to read a label for images without a mask (the
             retraining stage); ``None`` leaves them unlabelled (all 255).
+        require_masks: every image read must have a mask (stage 1's strong stream).
     """
 
     def __init__(
@@ -94,11 +95,13 @@ class TrainingImages(Dataset[dict[str, Any]]):
         num_classes: int,
         augmentation: Augment,
         pseudo_label_dir: Path | None = None,
+        require_masks: bool = False,
     ) -> None:
         self.source = source
         self.num_classes = num_classes
         self.augmentation = augmentation
         self.pseudo_label_dir = pseudo_label_dir
+        self.require_masks = require_masks
 
     def __len__(self) -> int:
         return len(self.source)
@@ -115,6 +118,11 @@ class TrainingImages(Dataset[dict[str, Any]]):
         sample = self.source[index]
         mask = sample.mask
         has_mask = mask is not None
+        if self.require_masks and not has_mask:
+            raise DataError(
+                f"image {sample.name!r} (index {index}) is in the dataset's strong set but has no "
+                "mask: every index of strong_indices needs one"
+            )
         if mask is None and self.pseudo_label_dir is not None:
             path = self.pseudo_label_dir / f"{sample.name}.png"
             if not path.is_file():

@@ -243,7 +243,9 @@ class CrossTraining(TrainingStage):
     def streams(self, context: RunContext, method: Method, start: int) -> list[tuple[Any, IterationBatches]]:
         recipe, data, world = context.recipe, context.data, context.world
         settings = recipe.cross_training
-        strong = TrainingImages(data.train, data.num_classes, context.augmentation("strong"))
+        strong = TrainingImages(
+            data.train, data.num_classes, context.augmentation("strong"), require_masks=True
+        )
         seed = recipe.experiment.seed
         streams: list[tuple[Any, IterationBatches]] = [
             (
