@@ -27,6 +27,8 @@ def test_bundle_holds_weights_metadata_model_recipe_and_card(tiny_bundle: Path, 
     assert metadata["pctkit_version"] == pctkit.__version__
     assert metadata["experiment"] == "tiny" and metadata["num_classes"] == 4
     assert metadata["input_size"] == [32, 32]
+    assert metadata["environment"]["components"]["model.backbone"]["type"] == "timm"
+    assert metadata["environment"]["packages"]["pctkit"] == pctkit.__version__
     assert len(metadata["mean"]) == len(metadata["std"]) == 3
     assert len(metadata["palette"]) == 4
     recipe = Bundle(tiny_bundle).read_recipe()

@@ -4,7 +4,8 @@ A bundle is a folder with
 
 - ``model.safetensors``: the weights, and a metadata header with the class names, the
   normalisation (mean/std, applied inside the net), the input size the net was trained
-  at, the palette, the net's role and the pctkit version;
+  at, the palette, the net's role, the pctkit version and the run's ``environment.json``
+  (package versions, each component's package);
 - ``recipe.toml``: the ``[model]`` section that rebuilds the architecture through the
   registry, and the ``[evaluation]`` settings it was evaluated with (test-time scales,
   flips, sliding windows), which prediction reuses;
@@ -141,6 +142,9 @@ def export_bundle(run_dir: Path, out: Path, role: str | None = None) -> Path:
             "num_classes": str(len(metadata["class_names"])),
         }
     )
+    trained_in = run.read_environment()  # package versions of the run and its components
+    if trained_in is not None:
+        header["environment"] = json.dumps(trained_in)
     bundle = Bundle(out)
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(bundle.weights, read_tensors(source), header)
