@@ -180,8 +180,9 @@ def test_running_into_an_existing_directory_is_refused(
     arguments = ["run", str(QUICKSTART), "--out", str(runs["pct"]), "--quiet"]
     assert run_cli([*arguments, *set_options(_overrides("pct"))], monkeypatch) == 1
     message = capsys.readouterr().err
-    assert "already exists" in message and "--overwrite" in message
-    assert f"pctkit resume {runs['pct']}" in message
+    # A finished run: nothing to resume, so the message offers --out and --overwrite.
+    assert f"run directory {runs['pct']} holds a finished run" in message
+    assert "--out DIR" in message and "--overwrite" in message and "pctkit resume" not in message
     assert "Traceback" not in message
     # Nothing of the finished run was touched.
     assert (runs["pct"] / "hybrid_net.safetensors").read_bytes() == before

@@ -17,8 +17,8 @@ from rich.markup import escape
 from pctkit.recipe import Recipe, RecipeError, RecipeIssue, load_recipe
 from pctkit.recipe.builtin import UnknownRecipeError, resolve_recipe
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)  # messages are never broken mid-line; tables fit the width
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class UserError(Exception):

@@ -168,6 +168,7 @@ def predict(
                 errors.print(
                     f"[yellow]skipped[/] {escape(str(path))}: cannot read it ({escape(str(error))})",
                     highlight=False,
+                    soft_wrap=True,
                 )
                 advance(1)
                 continue

@@ -45,12 +45,14 @@ def _print_summary(summary: RunSummary) -> None:
         f"[bold]{escape(summary.name)}[/] ({summary.mode}) in [cyan]{escape(str(summary.run_dir))}[/]: "
         + (", ".join(summary.completed) + " complete" if summary.completed else "no stage complete"),
         highlight=False,
+        soft_wrap=True,
     )
     for problem in summary.problems:
         errors.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False)
     stages = Table(title="Stages", title_justify="left")
     for column in ("stage", "iterations", "time", "best validation", "final training loss"):
-        stages.add_column(column, justify="left" if column == "stage" else "right")
+        # Fold, never cut: a metric name such as hybrid.miou_with_labels stays whole.
+        stages.add_column(column, justify="left" if column == "stage" else "right", overflow="fold")
     for stage in summary.stages:
         stages.add_row(
             stage.name,

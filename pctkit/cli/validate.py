@@ -51,6 +51,7 @@ def validate(
         f"{settings.weak_batch_size} weak), retraining "
         + (f"{parsed.retrain.iterations} iterations" if parsed.retrain.enabled else "off"),
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -119,10 +119,7 @@ def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, over
     path = run_dir.path
     if _holds_files(run_dir):
         if not overwrite:
-            raise RunError(
-                f"run directory {path} already exists. Resume it with `pctkit resume {path}`, "
-                "choose another with --out, or replace it with --overwrite."
-            )
+            raise RunError(_exists_message(run_dir))
         for child in path.iterdir():
             if child.name == RunDirectory.LOCK:
                 continue  # the lock this process holds stays
@@ -141,6 +138,24 @@ def _recipe_toml(recipe: Recipe, run_dir: RunDirectory) -> str:
         f"Re-run it with: pctkit run {run_dir.recipe_toml}"
     )
     return resolved_toml(recipe, header=header)
+
+
+def _exists_message(run_dir: RunDirectory) -> str:
+    """Why a new run may not start in ``run_dir``, and the ways on."""
+    path = run_dir.path
+    try:
+        complete = run_dir.read_results() is not None
+    except RunDirectoryError:
+        complete = False
+    if complete:
+        return (
+            f"run directory {path} holds a finished run (its results: {run_dir.results_file}). "
+            "Train again elsewhere with --out DIR, or in its place with --overwrite."
+        )
+    return (
+        f"run directory {path} already exists. Resume it with `pctkit resume {path}`, "
+        "choose another with --out, or replace it with --overwrite."
+    )
 
 
 def _holds_files(run_dir: RunDirectory) -> bool:
@@ -243,7 +258,7 @@ def run(
         lambda: open_run_dir(recipe, directory, resume=resume, overwrite=overwrite, purpose=purpose),
     )
     try:
-        return _run_stages(recipe, directory, device, world, reporter, stop_after)
+        return _run_stages(recipe, directory, device, world, reporter, stop_after, resume)
     finally:
         if lock is not None:
             lock.release()
@@ -256,6 +271,7 @@ def _run_stages(
     world: WorldInfo,
     reporter: Reporter,
     stop_after: dict[str, int] | None,
+    resume: bool = False,
 ) -> RunOutcome:
     run_dir = directory.path
     barrier()
@@ -265,7 +281,8 @@ def _run_stages(
     seed_everything(recipe.experiment.seed, recipe.experiment.deterministic)
     reset_peak_memory(device)
     started = time.perf_counter()
-    reporter.message(f"[bold]pctkit[/] run [cyan]{recipe.experiment.name}[/] -> {run_dir}")
+    command = "resume" if resume else "run"
+    reporter.message(f"[bold]pctkit[/] {command} [cyan]{recipe.experiment.name}[/] -> {run_dir}")
     if world.is_main:
         _record_environment(directory, recipe, reporter)
     # Read after the barrier: under torchrun rank 0 may just have replaced the directory.

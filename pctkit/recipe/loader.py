@@ -287,5 +287,5 @@ def load_recipe(
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise RecipeError([RecipeIssue(path="", message=f"cannot read recipe: {error}")], display) from None
-    raw, locations, overridden = parse_recipe_text(text, overrides, display)
+    raw, locations, overridden = parse_recipe_text(text, overrides, display, notes)
     return validate_recipe_data(raw, locations, overridden, display, notes)

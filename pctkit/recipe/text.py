@@ -74,12 +74,12 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     return path, value
 
 
-def apply_override(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    """Set ``data[path] = value``, creating tables on the way.
+def apply_override(data: dict[str, Any], path: tuple[str, ...], value: Any) -> list[str]:
+    """Set ``data[path] = value``, creating tables on the way; returns the keys dropped.
 
     Setting a component section's ``type`` to another component empties the section
     first, so ``--set model.backbone.type=other`` does not keep the old component's
-    parameters.
+    parameters; the keys it had are returned, for a note.
     """
     node = data
     for index, part in enumerate(path[:-1]):
@@ -91,19 +91,28 @@ def apply_override(data: dict[str, Any], path: tuple[str, ...], value: Any) -> N
                 f"cannot set {'.'.join(path)}: {'.'.join(path[: index + 1])} is a value, not a table"
             )
         node = child
+    dropped: list[str] = []
     if path[-1] == "type" and node.get("type") not in (None, value):
         # A new component: the old one's parameters would not fit it.
+        dropped = [key for key in node if key != "type"]
         node.clear()
     node[path[-1]] = value
+    return dropped
 
 
 # --------------------------------------------------------------------------- parsing
 
 
 def parse_recipe_text(
-    text: str, overrides: list[str] | None = None, file: str | None = None
+    text: str,
+    overrides: list[str] | None = None,
+    file: str | None = None,
+    notes: list[RecipeIssue] | None = None,
 ) -> tuple[dict[str, Any], dict[tuple[str, ...], int], set[tuple[str, ...]]]:
-    """TOML text -> (raw data with overrides applied, key lines, overridden paths)."""
+    """TOML text -> (raw data with overrides applied, key lines, overridden paths).
+
+    A ``type`` override that replaces a component drops the old component's keys; a
+    note naming them is appended to ``notes`` when given."""
     try:
         raw = tomlio.loads(text)
     except tomlio.TOMLDecodeError as error:
@@ -134,8 +143,19 @@ def parse_recipe_text(
     for override in ordered:
         try:
             path, value = parse_override(override)
-            apply_override(raw, path, value)
+            dropped = apply_override(raw, path, value)
             overridden.add(path)
+            if dropped and notes is not None:
+                section = ".".join(path[:-1])
+                notes.append(
+                    RecipeIssue(
+                        path=section,
+                        message=f"--set {section}.type={value} replaces the section: "
+                        f"{', '.join(dropped)} of the recipe's component no longer apply",
+                        hint=f"set those the new component takes again: --set {section}.KEY=VALUE",
+                        source="--set",
+                    )
+                )
         except ValueError as error:
             issues.append(RecipeIssue(path=override.split("=", 1)[0], message=str(error), source="--set"))
     if issues:
