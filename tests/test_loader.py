@@ -246,3 +246,19 @@ def test_an_unknown_key_of_an_optional_component_section_lists_the_allowed_keys(
     (issue,) = caught.value.issues
     assert issue.path == "evaluation.postprocess.temp"
     assert issue.hint is not None and issue.hint.startswith("allowed keys: type, gaussian_sxy")
+
+
+def test_a_type_override_notes_the_keys_it_drops(tmp_path: Path) -> None:
+    notes: list[RecipeIssue] = []
+    recipe = load_recipe(QUICKSTART, ["model.head.type=deeplabv3plus"], notes=notes)
+    assert recipe.model.head.parameters()["channels"] == 256  # the new head's default, not 64
+    (note,) = [note for note in notes if note.path == "model.head"]
+    assert note.source == "--set"
+    assert note.message == (
+        "--set model.head.type=deeplabv3plus replaces the section: channels of the recipe's "
+        "component no longer apply"
+    )
+    # Setting the same type again keeps the section, and says nothing.
+    notes.clear()
+    load_recipe(QUICKSTART, ["model.head.type=fusion"], notes=notes)
+    assert notes == []

@@ -265,6 +265,7 @@ def test_resuming_a_complete_run_does_nothing_and_shows_its_results(
     assert run_cli(["resume", str(run_dir)], monkeypatch) == 0
     captured = capsys.readouterr()
     assert f"{run_dir} is complete: nothing to do" in captured.err
+    assert "pctkit resume tiny ->" in captured.err
     assert "retrained" in captured.out  # the results table
     assert written() == before  # nothing rewritten
 
