@@ -162,3 +162,15 @@ def test_validate_shows_the_notes_as_warnings(
     err = capsys.readouterr().err
     assert "warning" in err and "cross_training.mode" in err and '[method] type = "hybrid"' in err
     assert f"{path}:" in err  # with its file and line
+
+
+def test_validate_shows_the_notes_beside_other_mistakes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _recipe(tmp_path, "old", cross_training='mode = "hybrid"\n')
+    path.write_text(path.read_text().replace("[optimizer]", "[optimizer]\nmomentun = 0.9", 1))
+    assert run_cli(["validate", str(path)], monkeypatch) == 1
+    captured = capsys.readouterr()
+    output = captured.out + captured.err
+    assert "optimizer.momentun" in output  # the mistake
+    assert "cross_training.mode" in output and '[method] type = "hybrid"' in output  # and the old spelling

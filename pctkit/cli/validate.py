@@ -29,6 +29,7 @@ def validate(
         if as_json:
             _print_json(path, False, issues, notes, [])
         else:
+            print_notes(notes, str(path))
             print_issues(RecipeError(issues, error.file))
         raise typer.Exit(1) from None
     from pctkit.engine.checks import check_recipe

@@ -211,6 +211,9 @@ def validate_recipe_data(
         reported = {(issue.path, issue.message) for issue in found}
         issues = [issue for issue in found if not _inherited(raw, issue, reported)]
         _locate(issues, locations, overridden)
+        if notes is not None:  # old spellings are worth knowing while fixing the rest
+            _locate(found_notes, locations, overridden)
+            notes.extend(found_notes)
         raise RecipeError(issues, file) from None
     written = {(note.path, note.message) for note in found_notes}
     for note in deprecated_names(recipe):
