@@ -172,7 +172,9 @@ class SignalAfterFirstStep(Reporter):
         self.rank = rank
 
     @contextlib.contextmanager
-    def task(self, title: str, total: int) -> Iterator[tuple[Callable[[int], None], Callable[[str], None]]]:
+    def task(
+        self, title: str, total: int, start: int = 0
+    ) -> Iterator[tuple[Callable[[int], None], Callable[[str], None]]]:
         steps = 0
 
         def advance(count: int) -> None:

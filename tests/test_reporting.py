@@ -129,3 +129,16 @@ def test_rich_mode_draws_a_bar_with_the_status() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_a_resumed_stage_counts_from_where_it_continues() -> None:
+    console, output = _console()
+    with Reporter(console, log_format="plain").task("cross training", 400, start=200) as (advance, _):
+        advance(200)
+    lines = output.getvalue().splitlines()
+    assert re.fullmatch(STAMP + r"cross training continues at 200 of 400 \(200 to do\)", lines[0])
+    assert re.fullmatch(STAMP + r"cross training finished 400/400 in .*", lines[-1])
+    console, output = _console(width=200, terminal=True)
+    with Reporter(console, log_format="rich").task("retraining", 10, start=6) as (advance, _):
+        advance(1)
+    assert "7/10" in output.getvalue()

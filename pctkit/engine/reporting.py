@@ -114,19 +114,20 @@ class Reporter:
         return lambda record: describe(record_summary(record))
 
     @contextmanager
-    def task(self, title: str, total: int) -> Iterator[tuple[Advance, Describe]]:
-        """Progress of one stage; yields ``(advance, describe)`` callables."""
+    def task(self, title: str, total: int, start: int = 0) -> Iterator[tuple[Advance, Describe]]:
+        """Progress of one stage, ``start`` of ``total`` done already (a resumed stage);
+        yields ``(advance, describe)`` callables."""
         if not self.enabled:
             yield (lambda advance: None), (lambda text: None)
         elif self.plain:
-            with self._plain_task(title, total) as callbacks:
+            with self._plain_task(title, total, start) as callbacks:
                 yield callbacks
         else:
-            with self._rich_task(title, total) as callbacks:
+            with self._rich_task(title, total, start) as callbacks:
                 yield callbacks
 
     @contextmanager
-    def _rich_task(self, title: str, total: int) -> Iterator[tuple[Advance, Describe]]:
+    def _rich_task(self, title: str, total: int, start: int) -> Iterator[tuple[Advance, Describe]]:
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -137,7 +138,7 @@ class Reporter:
             TextColumn("{task.fields[status]}"),
         )
         with Progress(*columns, console=self.console, transient=False) as progress:
-            task_id = progress.add_task(title, total=total, status="")
+            task_id = progress.add_task(title, total=total, completed=start, status="")
 
             def advance(count: int) -> None:
                 progress.advance(task_id, count)
@@ -148,11 +149,11 @@ class Reporter:
             yield advance, describe
 
     @contextmanager
-    def _plain_task(self, title: str, total: int) -> Iterator[tuple[Advance, Describe]]:
+    def _plain_task(self, title: str, total: int, start: int) -> Iterator[tuple[Advance, Describe]]:
         started = time.monotonic()
-        # Speed is measured from the first advance (a resumed stage starts past 0) over
-        # the window since the previous line, so the ETA follows the current pace.
-        state: dict[str, float] = {"done": 0, "mark_done": -1, "mark_time": started, "shown": started}
+        # Speed is measured from the first advance over the window since the previous
+        # line, so the ETA follows the current pace.
+        state: dict[str, float] = {"done": start, "mark_done": -1, "mark_time": started, "shown": started}
 
         def status() -> str:
             now = time.monotonic()
@@ -179,7 +180,10 @@ class Reporter:
             state["shown"] = time.monotonic()
             self._line(f"{status()} {text}")
 
-        self._line(f"{title} started ({total} to do)")
+        if start:
+            self._line(f"{title} continues at {start} of {total} ({total - start} to do)")
+        else:
+            self._line(f"{title} started ({total} to do)")
         yield advance, describe
         self._line(
             f"{title} finished {int(state['done'])}/{total} in {format_duration(time.monotonic() - started)}"

@@ -93,9 +93,8 @@ class TrainingStage:
         )
         clock = context.clock(self.name)
         try:
-            with context.reporter.task(self.title(context), loop.iterations) as (advance, describe):
-                start = self.restore(context, job)
-                advance(start)
+            start = self.restore(context, job)
+            with context.reporter.task(self.title(context), loop.iterations, start) as (advance, describe):
                 train(job, self.hooks(context, job, loop, advance, describe, clock), start)
         except BaseException:
             context.save_time(clock)
