@@ -11,7 +11,6 @@ or a failing disk damaged later.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from pctkit.artifacts.io import (
     atomic_write_json,
     flatten_state,
     fsync_directory,
+    no_room,
     save_tensors,
     unflatten_state,
 )
@@ -77,7 +77,7 @@ def write(folder: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -
         fsync_directory(staging)
     except Exception as error:  # OSError, or safetensors' own error for a failed write
         shutil.rmtree(staging, ignore_errors=True)
-        reason = _no_room(error) or f"{type(error).__name__}: {error}"
+        reason = no_room(error) or f"{type(error).__name__}: {error}"
         raise CheckpointError(
             f"cannot write checkpoint {folder}: {reason}. The previous checkpoint is intact; "
             "free space (or fix the cause) and resume the run."
@@ -91,23 +91,6 @@ def write(folder: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -
     fsync_directory(folder.parent)
     if previous.exists():
         shutil.rmtree(previous)
-
-
-_NO_ROOM = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EFBIG: "a file-size limit was reached",
-}
-
-
-def _no_room(error: Exception) -> str | None:
-    """Why a write found no room, when it did: from the errno, or from safetensors' own
-    error text (``... (os error 28)``)."""
-    number = getattr(error, "errno", None)
-    for code, reason in _NO_ROOM.items():
-        if number == code or f"os error {code})" in str(error):
-            return reason
-    return None
 
 
 def _recover(folder: Path) -> None:

@@ -7,6 +7,7 @@ one, never a torn one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -69,6 +70,20 @@ def _os_error(error: BaseException, path: Path) -> BaseException:
         return error
     number = int(match.group(1))
     return OSError(number, os.strerror(number), str(path))
+
+
+NO_ROOM = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "a file-size limit was reached",
+}
+"""The write errors that mean no room is left, and what each means."""
+
+
+def no_room(error: BaseException) -> str | None:
+    """Why a write found no room (a full disk, a quota, a file-size limit), else ``None``.
+    safetensors' own errors reach callers as :class:`OSError` (see :func:`save_tensors`)."""
+    return NO_ROOM.get(getattr(error, "errno", None) or 0)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -25,6 +25,8 @@ from pctkit.cli.app import (
 from pctkit.cli.predict import load_predictor
 from pctkit.recipe import load_recipe
 
+_DATA_OPTION = "--data RECIPE (a recipe file, a built-in recipe or a run directory)"
+
 
 def _data_recipe(target: Path, data: str | None) -> Path:
     """The recipe whose ``[data]`` to evaluate on: ``--data``, else the run's own."""
@@ -43,13 +45,9 @@ def _data_recipe(target: Path, data: str | None) -> Path:
             return run.recipe_toml
         raise UserError(
             f"{run.recipe_toml} is missing: it is the run's recipe, which names the data to "
-            "evaluate on. Name the data with --data RECIPE (a recipe file, a built-in recipe or "
-            "a run directory)."
+            f"evaluate on. Name the data with {_DATA_OPTION}."
         )
-    raise UserError(
-        f"{target} is a bundle: it holds no dataset. Name one with --data RECIPE (a recipe file, "
-        "a built-in recipe or a run directory)."
-    )
+    raise UserError(f"{target} is a bundle: it holds no dataset. Name one with {_DATA_OPTION}.")
 
 
 def evaluate_command(

@@ -4,7 +4,6 @@ command and turns user mistakes into messages with exit code 1, never a tracebac
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
@@ -13,15 +12,10 @@ from typing import Any
 
 import click
 import typer
-
-try:
-    from typer.exceptions import TyperException
-except ImportError:  # typer before 0.29 raises click's own errors
-    TyperException = None  # type: ignore[assignment,misc]
 from rich.markup import escape
 
 from pctkit import registry
-from pctkit.artifacts.io import ArtifactError
+from pctkit.artifacts.io import ArtifactError, no_room
 from pctkit.cli import components, export, predict, recipes, report, run, schema, validate
 from pctkit.cli.app import UserError, console, errors, print_issues
 from pctkit.cli.evaluate import evaluate_command
@@ -29,6 +23,11 @@ from pctkit.components.contracts import DataError, ParameterError, ParameterErro
 from pctkit.engine.errors import NonFiniteLossError, RunError, TrainingInterrupted
 from pctkit.recipe import RecipeError
 from pctkit.version import __version__
+
+try:
+    from typer.exceptions import TyperException
+except ImportError:  # typer before 0.29 raises click's own errors
+    TyperException = None  # type: ignore[assignment,misc]
 
 app = typer.Typer(
     name="pctkit",
@@ -124,15 +123,12 @@ INTERRUPTED = (
 )
 
 
-_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
 def os_error_message(error: OSError) -> str:
     """An operating-system error as one line: what failed, on which file, and for a full
     disk, a quota or a file-size limit, what to do."""
     files = [str(name) for name in (error.filename, error.filename2) if name is not None]
     text = f"{error.strerror or error}" + (f": {' -> '.join(files)}" if files else "")
-    if error.errno in _NO_ROOM:
+    if no_room(error) is not None:
         text += (
             ". Make room (or raise the limit); a run continues from its newest checkpoint with "
             "`pctkit resume RUN_DIR`"

@@ -118,22 +118,16 @@ def _with_stand_ins(raw: dict[str, object], keys: list[tuple[str, ...]]) -> dict
 def _remove_key(raw: dict[str, object], key: tuple[str, ...]) -> tuple[str, ...] | None:
     """Delete the deepest table entry on ``key`` (a list index ends the walk); returns
     the key removed, or ``None`` when there is none."""
-    table: object = raw
+    parent: dict[str, object] | None = None
+    node: object = raw
     walked: tuple[str, ...] = ()
     for part in key:
-        if not isinstance(table, dict) or part not in table:
+        if not isinstance(node, dict) or part not in node:
             break
-        if walked and not isinstance(table[part], dict):
-            walked += (part,)
-            break
-        walked += (part,)
-        table = table[part]
-    if not walked:
+        parent, node, walked = node, node[part], (*walked, part)
+    if parent is None:
         return None
-    parent: object = raw
-    for part in walked[:-1]:
-        parent = parent[part]  # type: ignore[index]
-    del parent[walked[-1]]  # type: ignore[attr-defined]
+    del parent[walked[-1]]
     return walked
 
 
