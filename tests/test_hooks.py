@@ -100,9 +100,11 @@ def test_validation_keeps_the_best_by_its_selected_score_and_puts_nets_back_to_t
         score = next(scores)
         return {"hybrid": {"miou": 0.0, "miou_with_labels": score}, "pseudo": PSEUDO}
 
+    reports: list[str] = []
     validation = Validation(
         "cross_training", 2, evaluate, "hybrid.miou_with_labels", records.append,
         lambda iteration, score: saved.append((iteration, score)), best=0.35, nets=[net],
+        report=reports.append,
     )  # fmt: skip
     assert [validation.due(step(i)) for i in (1, 2, 3)] == [False, True, False]
     assert validation.due(step(3, last=True))
@@ -110,6 +112,15 @@ def test_validation_keeps_the_best_by_its_selected_score_and_puts_nets_back_to_t
         validation(step(iteration))
         assert net.training
     assert saved == [(2, 0.4), (5, 0.6)]  # 0.3 at 4 is worse than the best so far
+    # One line per validation for the log: every net's scores and what became of the best.
+    assert reports == [
+        "cross training validation at iteration 2: hybrid miou=0.0000 miou_with_labels=0.4000, "
+        "pseudo miou=1.0000 miou_with_labels=1.0000; new best hybrid.miou_with_labels, saved",
+        "cross training validation at iteration 4: hybrid miou=0.0000 miou_with_labels=0.3000, "
+        "pseudo miou=1.0000 miou_with_labels=1.0000; best hybrid.miou_with_labels so far 0.4000",
+        "cross training validation at iteration 5: hybrid miou=0.0000 miou_with_labels=0.6000, "
+        "pseudo miou=1.0000 miou_with_labels=1.0000; new best hybrid.miou_with_labels, saved",
+    ]
     assert records[0] == {
         "kind": "validation",
         "stage": "cross_training",

@@ -124,6 +124,42 @@ def test_rich_mode_draws_a_bar_with_the_status() -> None:
     )
 
 
+def test_a_task_inside_another_gets_its_own_lines_or_a_row_removed_when_it_ends() -> None:
+    # The validation inside a training stage: its progress shows without ending the stage's.
+    console, output = _console()
+    reporter = Reporter(console, log_format="plain")
+    with reporter.task("retraining", 10) as (advance, _):
+        advance(5)
+        with reporter.task("validation of the retrained net", 3) as (advance_images, _):
+            advance_images(3)
+        advance(5)
+    text = re.sub(STAMP, "", output.getvalue())
+    assert re.fullmatch(
+        r"retraining started \(10 to do\)\n"
+        r"validation of the retrained net started \(3 to do\)\n"
+        r"validation of the retrained net finished 3/3 in 0:00\n"
+        r"retraining finished 10/10 in 0:00\n",
+        text,
+    )
+
+    console, output = _console(width=200, terminal=True)
+    reporter = Reporter(console, log_format="rich")
+    with reporter.task("retraining", 10) as (advance, _):
+        outer = reporter._progress
+        assert outer is not None
+        with reporter.task("validation of the retrained net", 3) as (advance_images, _):
+            assert reporter._progress is outer  # a row of the same live display, not a second one
+            assert [task.description for task in outer.tasks] == [
+                "retraining",
+                "validation of the retrained net",
+            ]
+            advance_images(3)
+        assert [task.description for task in outer.tasks] == ["retraining"]
+        advance(10)
+    assert reporter._progress is None
+    assert "10/10" in output.getvalue()
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"), [(0, "0:00"), (73, "1:13"), (4000, "1:06:40"), (float("inf"), "?")]
 )

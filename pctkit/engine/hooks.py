@@ -199,6 +199,8 @@ class Validation:
     save_best: Callable[[int, float], None]
     best: float
     nets: list[torch.nn.Module]
+    report: Callable[[str], None] = field(default=lambda text: None)
+    """Shows a one-line summary of each validation (the run's reporter)."""
 
     def due(self, step: Step) -> bool:
         """Whether the nets are validated after this step."""
@@ -219,9 +221,19 @@ class Validation:
             net.train()
         net_name, _, metric = self.selects.partition(".")
         score = float(scores[net_name][metric])
-        if score > self.best:
+        improved = score > self.best
+        if improved:
             self.best = score
             self.save_best(step.iteration, score)
+        shown = ", ".join(
+            f"{net} " + " ".join(f"{name}={value:.4f}" for name, value in values.items())
+            for net, values in scores.items()
+        )
+        best = (
+            f"new best {self.selects}, saved" if improved else f"best {self.selects} so far {self.best:.4f}"
+        )
+        stage = self.stage.replace("_", " ")
+        self.report(f"{stage} validation at iteration {step.iteration}: {shown}; {best}")
 
 
 @dataclass

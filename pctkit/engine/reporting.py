@@ -86,6 +86,9 @@ class Reporter:
         self.enabled = enabled
         self.warnings = warnings
         self.plain = log_format == "plain" or (log_format == "auto" and not self.console.is_terminal)
+        self._progress: Progress | None = None
+        """The live Rich progress display, while a task shows in it: a task opened
+        inside another (the validation inside a training stage) joins it as a row."""
 
     def _line(self, text: str) -> None:
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -116,7 +119,9 @@ class Reporter:
     @contextmanager
     def task(self, title: str, total: int, start: int = 0) -> Iterator[tuple[Advance, Describe]]:
         """Progress of one stage, ``start`` of ``total`` done already (a resumed stage);
-        yields ``(advance, describe)`` callables."""
+        yields ``(advance, describe)`` callables. Tasks nest: one opened inside another
+        (a validation inside a training stage) gets its own lines, or its own row under
+        the outer bar, removed when it ends."""
         if not self.enabled:
             yield (lambda advance: None), (lambda text: None)
         elif self.plain:
@@ -137,16 +142,35 @@ class Reporter:
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
         )
+        if self._progress is not None:  # nested: a row of the live display
+            with self._rich_row(self._progress, title, total, start, remove=True) as callbacks:
+                yield callbacks
+            return
         with Progress(*columns, console=self.console, transient=False) as progress:
-            task_id = progress.add_task(title, total=total, completed=start, status="")
+            self._progress = progress
+            try:
+                with self._rich_row(progress, title, total, start, remove=False) as callbacks:
+                    yield callbacks
+            finally:
+                self._progress = None
 
-            def advance(count: int) -> None:
-                progress.advance(task_id, count)
+    @contextmanager
+    def _rich_row(
+        self, progress: Progress, title: str, total: int, start: int, *, remove: bool
+    ) -> Iterator[tuple[Advance, Describe]]:
+        task_id = progress.add_task(title, total=total, completed=start, status="")
 
-            def describe(text: str) -> None:
-                progress.update(task_id, status=text)
+        def advance(count: int) -> None:
+            progress.advance(task_id, count)
 
+        def describe(text: str) -> None:
+            progress.update(task_id, status=text)
+
+        try:
             yield advance, describe
+        finally:
+            if remove:
+                progress.remove_task(task_id)
 
     @contextmanager
     def _plain_task(self, title: str, total: int, start: int) -> Iterator[tuple[Advance, Describe]]:

@@ -159,7 +159,10 @@ class TrainingStage:
         def evaluate() -> dict[str, dict[str, float]]:
             scores = {}
             for role, net in method.nets.items():
-                summary = context.evaluate(net).summary()
+                # A VOC validation takes minutes: it shows its own progress.
+                title = f"validation of the {role} net"
+                with context.reporter.task(title, len(context.data.val)) as (advance_images, _):
+                    summary = context.evaluate(net, progress=advance_images).summary()
                 scores[role] = {"miou": summary["miou"], "miou_with_labels": summary["miou_with_labels"]}
             return scores
 
@@ -175,6 +178,7 @@ class TrainingStage:
                 save_best=lambda iteration, score: write(store.best(self.name), iteration, "best", score),
                 best=store.best_score(self.name),
                 nets=list(method.nets.values()),
+                report=context.reporter.message,
             )
         return Hooks(
             guard=NonFiniteGuard(
