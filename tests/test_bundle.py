@@ -50,6 +50,24 @@ def test_load_model_rebuilds_the_net_from_the_bundle_alone(tiny_bundle: Path, ti
         assert torch.equal(net(images), reference(images))
 
 
+def test_load_model_takes_a_run_directory_with_a_net_or_one_weights_file(
+    tiny_bundle: Path, tiny_run_dir: Path, tmp_path: Path
+) -> None:
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    hybrid, _ = net_from_file(tiny_run_dir / "hybrid_net.safetensors")
+    with torch.no_grad():
+        expected = hybrid(images)
+        assert torch.equal(pctkit.load_model(tiny_run_dir, net="hybrid")(images), expected)
+        assert torch.equal(pctkit.load_model(tiny_run_dir / "hybrid_net.safetensors")(images), expected)
+        assert torch.equal(pctkit.load_model(tiny_run_dir)(images), pctkit.load_model(tiny_bundle)(images))
+    with pytest.raises(ExportError, match="choosing a net"):
+        pctkit.load_model(tiny_bundle, net="hybrid")
+    with pytest.raises(ExportError, match="no such file or folder"):
+        pctkit.load_model(tmp_path / "nowhere")
+    with pytest.raises(ExportError, match="neither a bundle"):
+        pctkit.load_model(tmp_path)
+
+
 def test_a_folder_that_is_no_bundle_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="is not a pctkit bundle"):
         load_bundle(tmp_path)

@@ -101,9 +101,11 @@ def test_a_run_net_and_a_bundle_are_both_targets(
 ) -> None:
     assert load_predictor(tiny_run_dir, "pseudo", "cpu").metadata["role"] == "pseudo"
     assert load_predictor(tiny_bundle, None, "cpu").metadata["role"] == "retrained"
-    with pytest.raises(UserError, match="--net applies to run directories"):
+    with pytest.raises(
+        UserError, match=r"holds one net; choosing a net \(--net\) applies to run directories"
+    ):
         load_predictor(tiny_bundle, "hybrid", "cpu")
-    with pytest.raises(UserError, match=r"neither a bundle .* nor a run directory"):
+    with pytest.raises(UserError, match=r"neither a bundle .*, a run directory .* nor a weights file"):
         load_predictor(tmp_path, None, "cpu")
 
 

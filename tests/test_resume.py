@@ -270,6 +270,37 @@ def test_resuming_a_complete_run_does_nothing_and_shows_its_results(
     assert written() == before  # nothing rewritten
 
 
+def test_resume_writes_damaged_or_missing_final_weights_again_from_the_last_checkpoint(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = tmp_path / "reference"
+    shutil.copytree(run_dir, reference)
+    hybrid = run_dir / "hybrid_net.safetensors"
+    data = bytearray(hybrid.read_bytes())
+    data[-3] ^= 0x01  # one flipped bit inside a tensor: the file still parses
+    hybrid.write_bytes(bytes(data))
+    (run_dir / "retrained_net.safetensors").unlink()
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
+    error = " ".join(capsys.readouterr().err.split())
+    assert "hybrid_net.safetensors: its tensors do not match the checksum" in error
+    assert "retrained_net.safetensors: the file is missing" in error
+    assert error.count("writing it again from the stage's last checkpoint") == 2
+    for role in NETS:
+        _assert_same_weights(run_dir, reference, role)
+    assert (
+        json.loads((run_dir / "results.json").read_text())["nets"]
+        == json.loads((reference / "results.json").read_text())["nets"]
+    )
+    # Without the checkpoint of the stage's last iteration, it cannot: it says so.
+    (run_dir / "retrained_net.safetensors").unlink()
+    for folder in Checkpoints(RunDirectory(run_dir)).periodic_list("retraining")[-1:]:
+        shutil.rmtree(folder)
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert "retrained_net.safetensors: the file is missing" in error and "Traceback" not in error
+    assert "No intact checkpoint of retraining at its last iteration" in error
+
+
 def test_a_run_records_its_software_and_resume_names_what_changed(
     run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

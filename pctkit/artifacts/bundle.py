@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from pctkit import tomlio
 from pctkit.artifacts.io import ArtifactError, atomic_write_text, save_tensors
-from pctkit.artifacts.models import read_metadata, read_tensors, without_initial_weights
+from pctkit.artifacts.models import (
+    CHECKSUM_KEY,
+    WeightsFileError,
+    read_metadata,
+    read_tensors,
+    tensors_digest,
+    without_initial_weights,
+)
 from pctkit.artifacts.run_dir import RunDirectory
 from pctkit.version import __version__
 
@@ -95,8 +102,21 @@ def is_bundle(folder: Path) -> bool:
 
 def choose_role(run_dir: Path, role: str | None) -> str:
     """``role`` if the run holds that net, else its first (the retrained net, else the
-    stage-1 net that labels pseudo labels)."""
-    roles = RunDirectory(run_dir).roles()
+    stage-1 net that labels pseudo labels).
+
+    Raises:
+        WeightsFileError: no ``role`` is given and the file of the net a finished stage
+            made first is missing: another net is not taken in its place unasked.
+    """
+    run = RunDirectory(run_dir)
+    roles = run.roles()
+    finished = run.finished_roles()
+    if role is None and finished and finished[0] not in roles:
+        others = f"; or choose another net with --net ({', '.join(roles)})" if roles else ""
+        raise WeightsFileError(
+            f"{run.net_weights(finished[0])}: the file is missing, although the run finished the stage "
+            f"that writes it. Restore it from a copy{others}"
+        )
     if not roles:
         raise ExportError(
             f"{run_dir} holds no trained net (*_net.safetensors): is it a run directory, "
@@ -129,7 +149,11 @@ def export_bundle(run_dir: Path, out: Path, role: str | None = None) -> Path:
     model_section = without_initial_weights(metadata["model"])
     evaluation = {k: v for k, v in recipe.get("evaluation", {}).items() if k != "num_pictures"}
 
-    header = {key: json.dumps(value) for key, value in metadata.items() if key != "format"}
+    tensors = read_tensors(source)  # checked against its checksum
+    header = {
+        key: json.dumps(value) for key, value in metadata.items() if key not in ("format", CHECKSUM_KEY)
+    }
+    header[CHECKSUM_KEY] = tensors_digest(tensors)
     header.update(
         {
             "model": json.dumps(model_section),
@@ -147,7 +171,7 @@ def export_bundle(run_dir: Path, out: Path, role: str | None = None) -> Path:
         header["environment"] = json.dumps(trained_in)
     bundle = Bundle(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_tensors(bundle.weights, read_tensors(source), header)
+    save_tensors(bundle.weights, tensors, header)
     recipe_header = (
         f"The {role} net of run {recipe.get('experiment', {}).get('name', '?')}: the [model] section "
         "rebuilds it\n(pctkit.load_model), [evaluation] says how its masks were predicted."

@@ -2,12 +2,16 @@
 
 Every reader names the file and the problem when it cannot use it
 (:class:`WeightsFileError`): a missing file, a truncated or foreign one, tensors that do
-not fit the network.
+not fit the network, or tensors damaged after writing: each file carries a SHA-256 of
+its tensors (:data:`CHECKSUM_KEY`), checked on every read. A truncated file fails to
+parse; a flipped bit inside a tensor would load silently without the checksum.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +23,26 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
 NET_FORMAT = "pctkit.net.v1"
+CHECKSUM_KEY = "tensors_sha256"
+"""Metadata key of the SHA-256 of a weights file's tensors (:func:`tensors_digest`).
+Files without it (written by earlier versions) are read unchecked."""
 
 
 class WeightsFileError(ArtifactError):
     """A weights file that cannot be used: missing, damaged, or for another network."""
+
+
+def tensors_digest(tensors: Mapping[str, Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: the
+    same for the same tensors, whatever the file layout."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_net(
@@ -55,7 +75,9 @@ def save_net(
     }
     for key, value in (extra or {}).items():
         metadata[key] = json.dumps(value)
-    save_tensors(path, net.state_dict(), metadata)
+    tensors = net.state_dict()
+    metadata[CHECKSUM_KEY] = tensors_digest(tensors)
+    save_tensors(path, tensors, metadata)
 
 
 def _problem(path: Path, error: BaseException) -> WeightsFileError:
@@ -85,6 +107,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise _problem(path, error) from None
     decoded: dict[str, Any] = {}
     for key, value in raw.items():
+        if key == CHECKSUM_KEY:
+            decoded[key] = value
+            continue
         try:
             decoded[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -93,17 +118,28 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def read_tensors(path: Path) -> dict[str, Tensor]:
-    """Every tensor of a safetensors file, on the CPU.
+    """Every tensor of a safetensors file, on the CPU, checked against the checksum
+    in its metadata where it has one.
 
     Raises:
-        WeightsFileError: the file is missing, truncated or not safetensors.
+        WeightsFileError: the file is missing, truncated or not safetensors, or its
+            tensors differ from the checksum written with them.
     """
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     try:
-        return load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            recorded = (handle.metadata() or {}).get(CHECKSUM_KEY)
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except Exception as error:
         raise _problem(path, error) from None
+    if recorded is not None and tensors_digest(tensors) != recorded:
+        raise WeightsFileError(
+            f"{path}: its tensors do not match the checksum written with them: the file was "
+            "damaged after it was written (an interrupted or faulty copy, a failing disk). "
+            "Restore it from a copy"
+        )
+    return tensors
 
 
 def load_weights(net: nn.Module, path: Path) -> None:

@@ -246,6 +246,17 @@ class RunDirectory:
         order = [RETRAINED, *self._stage_one_roles()]
         return [r for r in order if r in found] + sorted(found - set(order))
 
+    def finished_roles(self) -> list[str]:
+        """The nets whose stages ``progress.json`` marks complete, in the order of
+        :meth:`roles`, whether or not their files are still there."""
+        try:
+            progress = self.read_progress_json()
+        except RunDirectoryError:
+            return []
+        completed = progress.get("completed", [])
+        finished = [RETRAINED] if "retraining" in completed else []
+        return finished + (list(progress.get("nets", [])) if "cross_training" in completed else [])
+
     def _stage_one_roles(self) -> list[str]:
         try:
             return list(self.read_progress_json().get("nets", []))

@@ -39,7 +39,7 @@ def _data_recipe(target: Path, data: str | None) -> Path:
                 )
             return RunDirectory(candidate).recipe_toml
         return recipe_path(data)
-    run = RunDirectory(target)
+    run = RunDirectory(target.parent if target.is_file() else target)  # a run's weights file: its run
     if run.holds_run():
         if run.recipe_toml.is_file():
             return run.recipe_toml
@@ -47,11 +47,12 @@ def _data_recipe(target: Path, data: str | None) -> Path:
             f"{run.recipe_toml} is missing: it is the run's recipe, which names the data to "
             f"evaluate on. Name the data with {_DATA_OPTION}."
         )
-    raise UserError(f"{target} is a bundle: it holds no dataset. Name one with {_DATA_OPTION}.")
+    kind = "a weights file" if target.is_file() else "a bundle"
+    raise UserError(f"{target} is {kind}: it holds no dataset. Name one with {_DATA_OPTION}.")
 
 
 def evaluate_command(
-    target: Annotated[Path, typer.Argument(help="A run directory or a bundle.")],
+    target: Annotated[Path, typer.Argument(help="A run directory, a bundle, or a weights file.")],
     data: Annotated[
         str | None,
         typer.Option(

@@ -32,10 +32,13 @@ def export(
     recipe, a model card (README.md), optionally ONNX."""
     from pctkit.artifacts.bundle import Bundle, choose_role, export_bundle, export_onnx, input_size
     from pctkit.artifacts.run_dir import RunDirectory
-    from pctkit.engine.inference import load_bundle
+    from pctkit.engine.inference import load_bundle, net_from_file
 
     role = choose_role(run_dir, net)
     target = out or RunDirectory(run_dir).export(role)
+    # Rebuilt once before anything is written: weights that do not fit the network their
+    # header describes are refused here, not when someone loads the bundle.
+    net_from_file(RunDirectory(run_dir).net_weights(role))
     export_bundle(run_dir, target, role)
     if export_format is ExportFormat.onnx:
         # Traced from the bundle alone: the ONNX graph is what load_model rebuilds.

@@ -31,26 +31,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def load_predictor(target: Path, net: str | None, device: str) -> Predictor:
-    """A bundle, or one net of a run directory, on ``device``."""
-    from pctkit.artifacts.bundle import Bundle
-    from pctkit.artifacts.run_dir import RunDirectory
+    """A bundle, one net of a run directory, or a weights file, on ``device``."""
+    from pctkit.artifacts.bundle import ExportError
+    from pctkit.engine import inference
     from pctkit.engine.build import resolve_device
-    from pctkit.engine.inference import load_bundle, load_run_net
 
     try:
         resolved = resolve_device(device)
     except RuntimeError as error:
         raise UserError(str(error)) from None
-    if Bundle(target).is_bundle():
-        if net is not None:
-            raise UserError(f"{target} is a bundle of one net; --net applies to run directories")
-        return load_bundle(target, resolved)
-    if RunDirectory(target).holds_run():
-        return load_run_net(target, net, resolved)
-    raise UserError(
-        f"{target} is neither a bundle ({Bundle.WEIGHTS} + {Bundle.RECIPE}) nor a run directory "
-        f"({RunDirectory.RECIPE_JSON})"
-    )
+    try:
+        return inference.load_predictor(target, net, resolved)
+    except ExportError as error:
+        raise UserError(str(error)) from None
 
 
 def image_files(inputs: list[Path]) -> list[Path]:
@@ -120,7 +113,9 @@ def overlay(
 
 
 def predict(
-    target: Annotated[Path, typer.Argument(help="A bundle (pctkit export), or a run directory.")],
+    target: Annotated[
+        Path, typer.Argument(help="A bundle (pctkit export), a run directory, or a weights file.")
+    ],
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
     out: Annotated[Path, typer.Option(help="Output folder: masks/ and overlays/ go in it.")],
     image_labels: Annotated[

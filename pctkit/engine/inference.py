@@ -171,14 +171,65 @@ def _checked_metadata(weights: Path) -> dict[str, Any]:
     return metadata
 
 
-def load_model(bundle_dir: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """The network of an exported bundle, ready to use: an ``nn.Module`` in eval mode.
+def load_predictor(
+    source: str | Path, net: str | None = None, device: torch.device | str = "cpu"
+) -> Predictor:
+    """A :class:`Predictor` from an exported bundle folder, one net of a run directory
+    (``net``: its role; default: see :func:`choose_role`), or a weights file written by
+    pctkit (a run's ``*_net.safetensors``, a bundle's ``model.safetensors``).
 
-    It takes RGB images scaled to [0, 1], ``(N, 3, H, W)`` float, and returns logits
-    ``(N, C, H, W)``; normalisation happens inside. Class names and the palette are in
-    the header of ``model.safetensors`` (:func:`pctkit.artifacts.models.read_metadata`).
+    Raises:
+        ExportError: ``source`` is none of these, or ``net`` is given for a bundle or file.
+        WeightsFileError: the weights are missing, damaged, or do not fit their network.
     """
-    return load_bundle(Path(bundle_dir), device).net
+    path = Path(source)
+    if not path.exists():
+        if path.suffix == ".safetensors":
+            raise WeightsFileError(f"{path}: the file is missing")
+        raise ExportError(f"{path}: no such file or folder")
+    if net is not None and not RunDirectory(path).holds_run():
+        raise ExportError(f"{path} holds one net; choosing a net (--net) applies to run directories")
+    if path.is_file():
+        model, metadata = net_from_file(path)
+        return Predictor(
+            model.to(device), list(metadata["class_names"]), _beside(path), _palette(metadata), metadata
+        )
+    if Bundle(path).is_bundle():
+        return load_bundle(path, device)
+    if RunDirectory(path).holds_run():
+        return load_run_net(path, net, device)
+    raise ExportError(
+        f"{path} is neither a bundle ({Bundle.WEIGHTS} + {Bundle.RECIPE}), a run directory "
+        f"({RunDirectory.RECIPE_JSON}) nor a weights file"
+    )
+
+
+def _beside(weights: Path) -> dict[str, Any]:
+    """The ``[evaluation]`` settings of the bundle or run a weights file lies in, or none."""
+    folder = weights.parent
+    if weights.name == Bundle.WEIGHTS and Bundle(folder).is_bundle():
+        return dict(Bundle(folder).read_recipe().get("evaluation", {}))
+    if RunDirectory(folder).holds_run():
+        return dict(RunDirectory(folder).read_recipe().get("evaluation", {}))
+    return {}
+
+
+def load_model(source: str | Path, device: torch.device | str = "cpu", net: str | None = None) -> nn.Module:
+    """A trained network, ready to use: an ``nn.Module`` in eval mode.
+
+    ``source`` is an exported bundle folder, a run directory (``net`` chooses the role:
+    ``"retrained"``, ``"hybrid"``, ...; default: the retrained net where there is one)
+    or a weights file written by pctkit. The module takes RGB images scaled to [0, 1],
+    ``(N, 3, H, W)`` float, and returns logits ``(N, C, H, W)``; normalisation happens
+    inside. Class names and the palette are in the weights file's header
+    (:func:`pctkit.artifacts.models.read_metadata`).
+
+    Raises:
+        WeightsFileError: the weights are missing, damaged (truncated, not safetensors,
+            changed after writing) or do not fit the network their header describes.
+        ExportError: ``source`` is none of the above.
+    """
+    return load_predictor(source, net, device).net
 
 
 def _palette(metadata: dict[str, Any]) -> list[tuple[int, int, int]] | None:

@@ -21,6 +21,7 @@ import torch
 
 from pctkit.artifacts.checkpoints import Checkpoints
 from pctkit.artifacts.lock import RunLock
+from pctkit.artifacts.models import WeightsFileError, read_tensors
 from pctkit.artifacts.run_dir import Progress, RunDirectory, RunDirectoryError
 from pctkit.artifacts.tensorboard import TensorBoardLog
 from pctkit.engine.build import build_data, resolve_device
@@ -335,16 +336,21 @@ def _record_environment(directory: RunDirectory, recipe: Recipe, reporter: Repor
 
 def _finished_results(directory: RunDirectory, progress: Progress, recipe: Recipe) -> dict[str, Any] | None:
     """``results.json`` of a run whose every stage is complete and whose nets are all on
-    disk, else ``None`` (a missing net is then reported as the stage that wrote it
-    resumes)."""
+    disk and intact, else ``None`` (a missing or damaged net is then written again from
+    the last checkpoint of the stage that wrote it)."""
     if not all(progress.done(stage.name) for stage in stages_of(recipe.retrain.enabled)):
         return None
     try:
         results = directory.read_results()
     except RunDirectoryError:  # damaged: the evaluation runs again and rewrites it
         return None
-    if results is None or not all(directory.net_weights(role).is_file() for role in results.get("nets", {})):
+    if results is None:
         return None
+    for role in results.get("nets", {}):
+        try:
+            read_tensors(directory.net_weights(role))  # checked against its checksum
+        except WeightsFileError:
+            return None  # the stage that wrote it writes it again from its last checkpoint
     return results
 
 

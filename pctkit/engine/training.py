@@ -11,7 +11,7 @@ from typing import Any
 
 from pctkit.artifacts import checkpoints
 from pctkit.artifacts.checkpoints import CheckpointError
-from pctkit.artifacts.models import load_weights
+from pctkit.artifacts.models import WeightsFileError, load_weights
 from pctkit.engine.build import build_component, build_optimizer, build_scheduler
 from pctkit.engine.context import RunContext, RunOutputs, StageClock
 from pctkit.engine.data import IterationBatches, TrainingImages, micro_batches
@@ -58,10 +58,11 @@ class TrainingStage:
         method = self.method(context)
         loop, model = self.settings(context)
         self.publish(context, outputs, method)
+        unreadable: list[WeightsFileError] = []
         if context.progress.done(self.name):
-            for role, net in method.nets.items():
-                load_weights(unwrap(net), context.run_dir.net_weights(role))
-            return
+            unreadable = self.load_final_weights(context, method)
+            if not unreadable:
+                return
         optimizers = {}
         for role, net in method.nets.items():
             optimizers[role] = build_optimizer(
@@ -94,14 +95,48 @@ class TrainingStage:
         clock = context.clock(self.name)
         try:
             start = self.restore(context, job)
-            with context.reporter.task(self.title(context), loop.iterations, start) as (advance, describe):
-                train(job, self.hooks(context, job, loop, advance, describe, clock), start)
+            if unreadable:
+                self.rewrite_final_weights(context, unreadable, start, loop.iterations)
+            else:
+                with context.reporter.task(self.title(context), loop.iterations, start) as (
+                    advance,
+                    describe,
+                ):
+                    train(job, self.hooks(context, job, loop, advance, describe, clock), start)
         except BaseException:
             context.save_time(clock)
             raise
         for role, net in method.nets.items():
             context.save_net(net, role, model)
-        context.complete(self.name, clock)
+        if not unreadable:
+            context.complete(self.name, clock)
+
+    def load_final_weights(self, context: RunContext, method: Method) -> list[WeightsFileError]:
+        """Load the final weights of a complete stage; returns the problems of those that
+        are missing or damaged."""
+        problems = []
+        for role, net in method.nets.items():
+            try:
+                load_weights(unwrap(net), context.run_dir.net_weights(role))
+            except WeightsFileError as error:
+                problems.append(error)
+        return problems
+
+    def rewrite_final_weights(
+        self, context: RunContext, problems: list[WeightsFileError], start: int, iterations: int
+    ) -> None:
+        """Say that the final weights of a complete stage are written again from its last
+        checkpoint (restored into the nets: the same tensors); refuse when that
+        checkpoint is gone."""
+        if start < iterations:
+            raise WeightsFileError(
+                "; ".join(str(problem) for problem in problems)
+                + f". No intact checkpoint of {self.name} at its last iteration ({iterations}) is left "
+                "to write it again from: restore the file from a copy, or train the stage again in "
+                "a new run"
+            )
+        for problem in problems:
+            context.reporter.warning(f"{problem}; writing it again from the stage's last checkpoint")
 
     def publish(self, context: RunContext, outputs: RunOutputs, method: Method) -> None:
         """Hand the stage's nets on to later stages."""
