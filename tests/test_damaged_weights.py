@@ -78,13 +78,19 @@ def _damaged_copy(source: Path, target: Path, weights: str, damage: str) -> Path
     return target / weights
 
 
-def _refused(
-    arguments: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> str:
-    assert run_cli(arguments, monkeypatch) == 1
-    error = capsys.readouterr().err
-    assert "Traceback" not in error
-    return " ".join(error.split())  # the console may wrap long lines
+def _each_refused(
+    commands: list[list[str]],
+    weights: Path,
+    damage: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each command exits 1 with one message naming the file and the problem."""
+    for arguments in commands:
+        assert run_cli(arguments, monkeypatch) == 1, arguments
+        error = " ".join(capsys.readouterr().err.split())  # the console may wrap long lines
+        assert "Traceback" not in error
+        assert weights.name in error and DAMAGE[damage][1] in error, (arguments, error)
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
@@ -98,19 +104,17 @@ def test_every_reader_of_a_run_names_the_damaged_file_and_the_problem(
 ) -> None:
     run_dir = tmp_path / "run"
     weights = _damaged_copy(tiny_run_dir, run_dir, "retrained_net.safetensors", damage)
-    problem = DAMAGE[damage][1]
-    for arguments in (
+    commands = [
         ["eval", str(run_dir)],
         ["export", str(run_dir), "--out", str(tmp_path / "bundle")],
         ["predict", str(run_dir), str(images), "--out", str(tmp_path / "masks")],
-    ):
-        error = _refused(arguments, monkeypatch, capsys)
-        assert weights.name in error and problem in error, (arguments, error)
+    ]
+    _each_refused(commands, weights, damage, monkeypatch, capsys)
     assert not (tmp_path / "bundle" / "model.safetensors").exists()  # nothing half-exported
-    with pytest.raises(WeightsFileError, match=problem) as raised:
+    with pytest.raises(WeightsFileError, match=DAMAGE[damage][1]) as raised:
         pctkit.load_model(weights)
     assert str(weights) in str(raised.value) and isinstance(raised.value, ArtifactError)
-    # The report still summarises the run, and names what it could not read.
+    # The report still summarises the run.
     assert run_cli(["report", str(run_dir), "--no-plots"], monkeypatch) == 0
     assert "Traceback" not in capsys.readouterr().err
     # The other nets of the run are untouched and still usable.
@@ -129,14 +133,12 @@ def test_a_damaged_bundle_is_named_by_eval_predict_and_load_model(
 ) -> None:
     bundle = tmp_path / "bundle"
     weights = _damaged_copy(tiny_bundle, bundle, "model.safetensors", damage)
-    problem = DAMAGE[damage][1]
-    for arguments in (
+    commands = [
         ["eval", str(bundle), "--data", str(tiny_run_dir)],
         ["predict", str(bundle), str(images), "--out", str(tmp_path / "masks")],
-    ):
-        error = _refused(arguments, monkeypatch, capsys)
-        assert weights.name in error and problem in error, (arguments, error)
-    with pytest.raises(WeightsFileError, match=problem):
+    ]
+    _each_refused(commands, weights, damage, monkeypatch, capsys)
+    with pytest.raises(WeightsFileError, match=DAMAGE[damage][1]):
         pctkit.load_model(bundle)
 
 
