@@ -160,6 +160,21 @@ def test_a_task_inside_another_gets_its_own_lines_or_a_row_removed_when_it_ends(
     assert "10/10" in output.getvalue()
 
 
+def test_rich_mode_cuts_the_status_first_in_a_narrow_terminal() -> None:
+    console, output = _console(width=100, terminal=True)
+    reporter = Reporter(console, log_format="rich")
+    with reporter.task("cross training (pct)", 1500) as (advance, describe):
+        advance(3)
+        describe(record_summary(RECORD))
+        with reporter.task("validation of the hybrid net", 300) as (advance_images, _):
+            advance_images(100)
+            assert reporter._progress is not None
+            console.print(reporter._progress.make_tasks_table(reporter._progress.tasks))
+    frame = output.getvalue().split("\n")
+    assert any("cross training (pct)" in line and "3/1500" in line and "loss=2.58" in line for line in frame)
+    assert any("validation of the hybrid net" in line and "100/300" in line for line in frame)
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"), [(0, "0:00"), (73, "1:13"), (4000, "1:06:40"), (float("inf"), "?")]
 )

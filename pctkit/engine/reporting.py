@@ -25,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 LogFormat = Literal["auto", "rich", "plain"]
@@ -133,20 +134,24 @@ class Reporter:
 
     @contextmanager
     def _rich_task(self, title: str, total: int, start: int) -> Iterator[tuple[Advance, Describe]]:
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-        )
         if self._progress is not None:  # nested: a row of the live display
             with self._rich_row(self._progress, title, total, start, remove=True) as callbacks:
                 yield callbacks
             return
-        with Progress(*columns, console=self.console, transient=False) as progress:
+        # The status (the logged terms) takes the width that is left and is cut first:
+        # titles, the bar, counts and times stay whole in a narrow terminal.
+        columns = (
+            TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn(
+                "{task.fields[status]}", table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis")
+            ),
+        )
+        with Progress(*columns, console=self.console, transient=False, expand=True) as progress:
             self._progress = progress
             try:
                 with self._rich_row(progress, title, total, start, remove=False) as callbacks:
