@@ -16,6 +16,7 @@ from typing import Any
 
 from pctkit.artifacts.checkpoints import Checkpoints
 from pctkit.artifacts.io import ArtifactError
+from pctkit.artifacts.models import WeightsFileError, read_tensors
 from pctkit.artifacts.run_dir import TRAINING_STAGES, Progress, RunDirectory, RunDirectoryError
 
 DIAGNOSTICS = ("mean_w",)
@@ -88,6 +89,13 @@ def summarize_run(run_dir: Path) -> RunSummary:
     except RunDirectoryError as error:  # which stages are complete, and their times
         problems.append(f"{error}: stage completion and times are unknown")
         progress = Progress()
+    for role in run.finished_roles():  # read whole, checked against their checksums
+        try:
+            read_tensors(run.net_weights(role))
+        except WeightsFileError as error:
+            problems.append(
+                f"{error}. `pctkit resume {run_dir}` writes it again from its stage's last checkpoint"
+            )
     records = run.read_records()
     checkpoints = Checkpoints(run)
     method = str(recipe.get("method", {}).get("type", "?"))
