@@ -224,6 +224,44 @@ def test_resume_restores_a_missing_recipe_toml_and_reads_past_a_damaged_progress
         _assert_same_weights(run_dir, reference, role)
 
 
+@pytest.mark.parametrize("damage", ["missing", "torn"])
+def test_a_lost_recipe_json_is_named_by_every_reader_and_resume_writes_it_again(
+    damage: str,
+    run_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """recipe.toml holds the same resolved recipe: resume rewrites the JSON from it, and
+    the run ends as the uninterrupted one."""
+    reference = finished_run(tmp_path_factory)
+    saved = run_dir / "recipe.json"
+    if damage == "missing":
+        saved.unlink()
+    else:
+        saved.write_text(saved.read_text()[:100])  # cut short by a full disk or a bad copy
+    for arguments in (
+        ["eval", str(run_dir)],
+        ["export", str(run_dir)],
+        ["report", str(run_dir), "--no-plots"],
+    ):
+        assert run_cli(arguments, monkeypatch) == 1, arguments
+        error = " ".join(capsys.readouterr().err.split())
+        assert f"{saved}" in error and f"`pctkit resume {run_dir}` writes it again" in error, error
+        assert "Traceback" not in error
+    (run_dir / "retrained_net.safetensors").unlink()  # so that the resume has work left
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
+    error = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"resuming with the same recipe from {run_dir / 'recipe.toml'}, and writing recipe.json again"
+        in error
+    )
+    assert json.loads(saved.read_text()) == json.loads((reference / "recipe.json").read_text())
+    for role in NETS:
+        _assert_same_weights(run_dir, reference, role)
+    assert run_cli(["eval", str(run_dir), "--json"], monkeypatch) == 0
+
+
 @pytest.mark.slow
 def test_a_file_size_limit_stops_the_run_with_a_message_and_resume_finishes_it(
     tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

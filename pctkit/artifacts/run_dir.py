@@ -267,6 +267,30 @@ class RunDirectory:
         """Whether the folder holds a run (its resolved recipe)."""
         return self.recipe_json.is_file()
 
+    def recipe_json_problem(self) -> str | None:
+        """Why ``recipe.json`` cannot be read (missing, damaged), or ``None``."""
+        if not self.recipe_json.is_file():
+            return f"{self.recipe_json} is missing"
+        try:
+            self._read_json(self.recipe_json)
+        except RunDirectoryError as error:
+            return str(error)
+        return None
+
+    def lost_recipe_json(self) -> bool:
+        """Whether the folder is a run whose ``recipe.json`` is missing or damaged while
+        its ``recipe.toml`` (the same resolved recipe) is there: ``resume`` writes the
+        JSON again from it."""
+        started = any(
+            path.exists()
+            for path in (self.progress_file, self.metrics_file, self.checkpoints, self.recipe_json)
+        )
+        return started and self.recipe_toml.is_file() and self.recipe_json_problem() is not None
+
+    def write_recipe_json(self, data: dict[str, Any]) -> None:
+        """Write ``recipe.json`` alone (restored from ``recipe.toml`` on resume)."""
+        atomic_write_json(self.recipe_json, data)
+
     # ---------------------------------------------------------------- readers and writers
 
     def write_recipe(self, toml_text: str, data: dict[str, Any]) -> None:
@@ -292,9 +316,18 @@ class RunDirectory:
 
     def read_recipe(self) -> dict[str, Any]:
         """The resolved recipe the run was started with."""
+        if self.lost_recipe_json():
+            raise RunDirectoryError(self.lost_recipe_message())
         if not self.holds_run():
             raise RunDirectoryError(f"{self.path} holds no run (no {self.RECIPE_JSON})")
         return dict(self._read_json(self.recipe_json))
+
+    def lost_recipe_message(self) -> str:
+        """What is wrong with ``recipe.json``, and the command that writes it again."""
+        return (
+            f"{self.recipe_json_problem()}. `pctkit resume {self.path}` writes it again from "
+            f"{self.recipe_toml} (and does nothing more when the run is complete)"
+        )
 
     def read_progress_json(self) -> dict[str, Any]:
         if not self.progress_file.is_file():

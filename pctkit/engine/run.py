@@ -105,8 +105,10 @@ def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, over
     """Create the run directory and write the resolved recipe, or check it on resume."""
     current = recipe.model_dump(mode="json")
     if resume:
-        if not run_dir.holds_run():
-            raise RunError(f"cannot resume: {run_dir} holds no run (no {RunDirectory.RECIPE_JSON})")
+        if run_dir.lost_recipe_json():  # resumed from recipe.toml: write the JSON again
+            run_dir.write_recipe_json(current)
+            return
+        _check_resumable(run_dir)
         differences = recipe_differences(_with_current_defaults(run_dir.read_recipe()), current)
         if differences:
             raise RunError(
@@ -130,6 +132,13 @@ def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, over
                 child.unlink()
     path.mkdir(parents=True, exist_ok=True)
     run_dir.write_recipe(_recipe_toml(recipe, run_dir), current)
+
+
+def _check_resumable(run_dir: RunDirectory) -> None:
+    """Refuse a folder that holds no run: neither ``recipe.json`` nor, for a run whose
+    JSON was lost, ``recipe.toml`` beside the run's other files."""
+    if not (run_dir.holds_run() or run_dir.lost_recipe_json()):
+        raise RunError(f"cannot resume: {run_dir} holds no run (no {RunDirectory.RECIPE_JSON})")
 
 
 def _recipe_toml(recipe: Recipe, run_dir: RunDirectory) -> str:
@@ -174,8 +183,8 @@ def open_run_dir(
     RunLock.check(run_dir.lock_file)  # in use elsewhere: say so first, writing nothing
     if not resume and _holds_files(run_dir) and not overwrite:
         prepare_run_dir(recipe, run_dir, resume=False, overwrite=False)  # raises, writing nothing
-    if resume and not run_dir.holds_run():
-        raise RunError(f"cannot resume: {run_dir} holds no run (no {RunDirectory.RECIPE_JSON})")
+    if resume:
+        _check_resumable(run_dir)
     lock = RunLock.acquire(run_dir.lock_file, purpose)
     try:
         prepare_run_dir(recipe, run_dir, resume=resume, overwrite=overwrite)
@@ -370,15 +379,21 @@ def resume(
 ) -> RunOutcome:
     """Continue the run in ``run_dir`` with the recipe saved in it."""
     directory = RunDirectory(run_dir)
-    if not directory.holds_run():
-        raise RunError(f"cannot resume: {run_dir} holds no run (no {RunDirectory.RECIPE_JSON})")
+    _check_resumable(directory)
+    lost_json = directory.lost_recipe_json()
     reporter = reporter or Reporter()
+    # Only rank 0 warns about the run's files (every rank reads them).
+    reporter.warnings = reporter.warnings and os.environ.get("RANK", "0") == "0"
     if directory.recipe_toml.is_file():
         # The TOML, not the JSON: keys a resume may change can be edited there.
         recipe = load_recipe(directory.recipe_toml)
+        if lost_json:
+            reporter.warning(
+                f"{directory.recipe_json_problem()}: resuming with the same recipe from "
+                f"{directory.recipe_toml}, and writing {RunDirectory.RECIPE_JSON} again"
+            )
     else:
         recipe = validate_recipe_data(directory.read_recipe(), file=str(directory.recipe_json))
-        reporter.warnings = reporter.warnings and os.environ.get("RANK", "0") == "0"
         reporter.warning(
             f"{directory.recipe_toml} is missing: resuming with the same recipe from {directory.recipe_json}"
         )
