@@ -157,6 +157,13 @@ def test_training_images_label_sources(tmp_path: Path) -> None:
         raise_data_error(batch)
     raise_data_error(pad_collate([missing[(0, 0)]]))  # a batch without errors passes
 
+    # A label damaged on disk is named, with the command that writes it again.
+    damaged = tmp_path / "weak_0.png"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    item = retraining[(1, 2)]
+    assert set(item) == {"error"}
+    assert f"pseudo label {damaged} cannot be read" in item["error"] and "`pctkit resume`" in item["error"]
+
 
 def test_micro_batches_put_strong_first_split_for_accumulation_and_raise_data_errors(tmp_path: Path) -> None:
     samples = [_coded_sample(f"s{i}") for i in range(4)] + [

@@ -18,8 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tiny_run import (
     finished_run,
     hooked_command,
@@ -260,6 +262,37 @@ def test_a_lost_recipe_json_is_named_by_every_reader_and_resume_writes_it_again(
     for role in NETS:
         _assert_same_weights(run_dir, reference, role)
     assert run_cli(["eval", str(run_dir), "--json"], monkeypatch) == 0
+
+
+def test_resume_labels_damaged_pseudo_labels_again(
+    run_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Labels on disk are kept on resume; one cut short, of another size or with a class
+    the data does not have is labelled again, and retraining ends as without damage."""
+    reference = finished_run(tmp_path_factory)
+    progress = json.loads((run_dir / "progress.json").read_text())
+    progress["completed"] = ["cross_training", "pseudo_labels"]  # stopped before retraining
+    (run_dir / "progress.json").write_text(json.dumps(progress))
+    for folder in (run_dir / "checkpoints").glob("retraining*"):
+        shutil.rmtree(folder)
+    (run_dir / "retrained_net.safetensors").unlink()
+    labels = sorted((run_dir / "pseudo_labels").glob("*.png"))
+    labels[0].write_bytes(labels[0].read_bytes()[:50])
+    Image.new("P", (3, 3)).save(labels[1])
+    Image.fromarray(np.full((32, 32), 9, dtype=np.uint8), mode="L").save(labels[2])
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"pseudo label {labels[0]} cannot be read" in error
+    assert f"pseudo label {labels[1]} is 3x3 pixels, its image 32x32" in error
+    assert f"pseudo label {labels[2]} holds class 9; there are 4" in error
+    assert error.count("labelling it again") == 3
+    for label in labels[:3]:
+        assert label.read_bytes() == (reference / "pseudo_labels" / label.name).read_bytes()
+    for role in NETS:
+        _assert_same_weights(run_dir, reference, role)
 
 
 @pytest.mark.slow

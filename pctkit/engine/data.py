@@ -130,7 +130,12 @@ class TrainingImages(Dataset[dict[str, Any]]):
                     f"pseudo label missing for {sample.name!r}: {path} (if the dataset lists it "
                     "as a strong image, it gave the image no mask)"
                 )
-            mask = load_mask_png(path)
+            try:
+                mask = load_mask_png(path)
+            except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for broken files
+                raise DataError(
+                    f"pseudo label {path} cannot be read ({error}); `pctkit resume` labels it again"
+                ) from None
         image, target = to_tensors(sample, mask)
         try:
             image, target = self.augmentation(image, target, seed)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -46,8 +48,12 @@ def generate_pseudo_labels(
     precision: str = "fp32",
     colors: list[tuple[int, int, int]] | None = None,
     progress: Callable[[int], None] | None = None,
+    on_damaged: Callable[[str], None] | None = None,
 ) -> ConfusionMatrix:
     """Label ``indices`` of ``source`` into ``output_dir/<name>.png``.
+
+    A label already on disk is kept; one that cannot be read, or does not fit its image
+    (size, class indices), is labelled again and ``on_damaged`` told why.
 
     Returns the confusion matrix of the pseudo labels against the samples' reference
     masks where they have one (an empty matrix otherwise), summed over workers.
@@ -79,10 +85,14 @@ def generate_pseudo_labels(
         sample = source[index]
         path = output_dir / f"{sample.name}.png"
         if path.is_file():
-            _score(quality, load_mask_png(path), sample)
-            if progress is not None:
-                progress(world.world_size)
-            continue
+            label, problem = _label_on_disk(path, sample, num_classes)
+            if label is not None:
+                _score(quality, label, sample)
+                if progress is not None:
+                    progress(world.world_size)
+                continue
+            if on_damaged is not None:
+                on_damaged(f"pseudo label {path} {problem}: labelling it again")
         # Only images of one size share a batch: no padding touches a label.
         if pending and pending[0].image.shape != sample.image.shape:
             flush()
@@ -93,6 +103,22 @@ def generate_pseudo_labels(
     all_reduce_sum(quality.matrix)
     barrier()
     return quality
+
+
+def _label_on_disk(
+    path: Path, sample: RawSample, num_classes: int
+) -> tuple[npt.NDArray[np.uint8] | None, str]:
+    """The label written for ``sample``, or ``None`` and why it cannot be used."""
+    try:
+        label = load_mask_png(path)
+    except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for broken files
+        return None, f"cannot be read ({error})"
+    size = tuple(sample.image.shape[:2])
+    if label.shape != size:
+        return None, f"is {label.shape[1]}x{label.shape[0]} pixels, its image {size[1]}x{size[0]}"
+    if label.size and int(label.max()) >= num_classes:
+        return None, f"holds class {int(label.max())}; there are {num_classes}"
+    return label, ""
 
 
 def _score(quality: ConfusionMatrix, prediction: object, sample: RawSample) -> None:

@@ -75,6 +75,7 @@ class PseudoLabels:
                     precision=context.recipe.experiment.precision,
                     colors=data.palette,
                     progress=advance_or_stop,
+                    on_damaged=context.reporter.warning,
                 )
             except BaseException:
                 context.save_time(clock)
