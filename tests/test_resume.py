@@ -383,9 +383,14 @@ def test_a_run_records_its_software_and_resume_names_what_changed(
         "package": "pctkit",
         "version": recorded["packages"]["pctkit"],
     }
+    recorded_torch = recorded["packages"]["torch"]
     recorded["packages"]["torch"] = "1.0"
     (run_dir / "environment.json").write_text(json.dumps(recorded))
     assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
     error = capsys.readouterr().err
     assert "resuming with other software than the run started with: torch 1.0 ->" in error
     assert json.loads((run_dir / "environment.json").read_text())["packages"]["torch"] == "1.0"
+    (run_dir / "environment.json").write_text('{"packages": {"tor')  # torn
+    assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
+    assert "environment.json is damaged: writing it again" in capsys.readouterr().err
+    assert json.loads((run_dir / "environment.json").read_text())["packages"]["torch"] == recorded_torch

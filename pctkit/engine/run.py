@@ -332,6 +332,9 @@ def _record_environment(directory: RunDirectory, recipe: Recipe, reporter: Repor
     current = environment(recipe)
     recorded = directory.read_environment()
     if recorded is None:
+        record = directory.path / RunDirectory.ENVIRONMENT
+        if record.exists():
+            reporter.warning(f"{record} is damaged: writing it again with this session's software")
         directory.write_environment(current)
         return
     changed = differences(recorded, current)
