@@ -183,11 +183,14 @@ def load_predictor(
         WeightsFileError: the weights are missing, damaged, or do not fit their network.
     """
     path = Path(source)
+    run = RunDirectory(path)
     if not path.exists():
         if path.suffix == ".safetensors":
             raise WeightsFileError(f"{path}: the file is missing")
         raise ExportError(f"{path}: no such file or folder")
-    if net is not None and not (RunDirectory(path).holds_run() or RunDirectory(path).lost_recipe_json()):
+    if run.lost_recipe_json():
+        raise ExportError(run.lost_recipe_message())
+    if net is not None and not run.holds_run():
         raise ExportError(f"{path} holds one net; choosing a net (--net) applies to run directories")
     if path.is_file():
         model, metadata = net_from_file(path)
@@ -196,10 +199,8 @@ def load_predictor(
         )
     if Bundle(path).is_bundle():
         return load_bundle(path, device)
-    if RunDirectory(path).holds_run():
+    if run.holds_run():
         return load_run_net(path, net, device)
-    if RunDirectory(path).lost_recipe_json():
-        raise ExportError(RunDirectory(path).lost_recipe_message())
     raise ExportError(
         f"{path} is neither a bundle ({Bundle.WEIGHTS} + {Bundle.RECIPE}), a run directory "
         f"({RunDirectory.RECIPE_JSON}) nor a weights file"

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pctkit import registry
+from pctkit.artifacts.run_dir import RunDirectory
 from pctkit.recipe import Recipe
 from pctkit.recipe.slots import slot_at
+
+if TYPE_CHECKING:
+    from pctkit.engine.reporting import Reporter
 
 
 def _version(distribution: str) -> str | None:
@@ -64,3 +68,22 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
                 f"{now['package']} {now['version']}"
             )
     return lines
+
+
+def record_environment(directory: RunDirectory, recipe: Recipe, reporter: Reporter) -> None:
+    """Write what the run is made with; on resume, say what changed since it started."""
+    current = environment(recipe)
+    recorded = directory.read_environment()
+    if recorded is None:
+        record = directory.path / RunDirectory.ENVIRONMENT
+        if record.exists():
+            reporter.warning(f"{record} is damaged: writing it again with this session's software")
+        directory.write_environment(current)
+        return
+    changed = differences(recorded, current)
+    if changed:
+        reporter.warning(
+            "resuming with other software than the run started with: "
+            + "; ".join(changed)
+            + f" (the start's is kept in {directory.path / RunDirectory.ENVIRONMENT})"
+        )

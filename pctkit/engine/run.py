@@ -29,7 +29,7 @@ from pctkit.engine.context import RunContext, RunOutputs
 from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, init_distributed
 from pctkit.engine.errors import RunError
 from pctkit.engine.memory import keep_freed_memory, reset_peak_memory
-from pctkit.engine.provenance import differences, environment
+from pctkit.engine.provenance import record_environment
 from pctkit.engine.reporting import Reporter
 from pctkit.engine.settings_checks import batch_issues, device_issues
 from pctkit.engine.stages import stages_of
@@ -294,7 +294,7 @@ def _run_stages(
     command = "resume" if resume else "run"
     reporter.message(f"[bold]pctkit[/] {command} [cyan]{recipe.experiment.name}[/] -> {run_dir}")
     if world.is_main:
-        _record_environment(directory, recipe, reporter)
+        record_environment(directory, recipe, reporter)
     # Read after the barrier: under torchrun rank 0 may just have replaced the directory.
     progress = _read_progress(directory, reporter)
     finished = _finished_results(directory, progress, recipe)
@@ -325,25 +325,6 @@ def _run_stages(
     for stage in stages_of(recipe.retrain.enabled):
         stage.run(context, outputs)
     return RunOutcome(directory.path, outputs.results, {"total": time.perf_counter() - started}, world)
-
-
-def _record_environment(directory: RunDirectory, recipe: Recipe, reporter: Reporter) -> None:
-    """Write what the run is made with; on resume, say what changed since it started."""
-    current = environment(recipe)
-    recorded = directory.read_environment()
-    if recorded is None:
-        record = directory.path / RunDirectory.ENVIRONMENT
-        if record.exists():
-            reporter.warning(f"{record} is damaged: writing it again with this session's software")
-        directory.write_environment(current)
-        return
-    changed = differences(recorded, current)
-    if changed:
-        reporter.warning(
-            "resuming with other software than the run started with: "
-            + "; ".join(changed)
-            + f" (the start's is kept in {directory.path / RunDirectory.ENVIRONMENT})"
-        )
 
 
 def _finished_results(directory: RunDirectory, progress: Progress, recipe: Recipe) -> dict[str, Any] | None:
