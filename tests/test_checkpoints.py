@@ -126,9 +126,17 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(
     store = _store(tmp_path)
     write(store.periodic("fit", 2), {"weights": torch.ones(3)}, {"iteration": 2})
     monkeypatch.setattr(safetensors.torch, "save_file", _half_written_save_file(OSError("simulated crash")))
-    expected = r"cannot write checkpoint .*fit-00000004: OSError: simulated crash"
+    expected = (
+        r"cannot write checkpoint .*fit-00000004: OSError: simulated crash\. "
+        r"The previous checkpoint, fit-00000002, is intact"
+    )
     with pytest.raises(CheckpointError, match=expected):
         write(store.periodic("fit", 4), {"weights": torch.full((3,), 2.0)}, {"iteration": 4})
+    # With no earlier checkpoint of the stage, it says where a resume starts.
+    with pytest.raises(
+        CheckpointError, match="No earlier checkpoint of other exists: a resume starts other from"
+    ):
+        write(store.periodic("other", 4), {"weights": torch.ones(3)}, {"iteration": 4})
     monkeypatch.undo()
     assert not store.periodic("fit", 4).exists()
     assert [p.name for p in store.folder.iterdir()] == ["fit-00000002"]  # no partial folder left
@@ -150,7 +158,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_of_the_same_name_and_says_so(
         write(best, {"weights": torch.zeros(3)}, {"iteration": 4, "score": 0.9})
     monkeypatch.undo()
     message = str(raised.value)
-    assert "the disk is full" in message and "previous checkpoint is intact" in message
+    assert "the disk is full" in message and "The previous fit-best is intact" in message
     assert isinstance(raised.value.__cause__, OSError) and raised.value.__cause__.errno == errno.ENOSPC
     assert read_metadata(best) == {"iteration": 2, "score": 0.5}
     assert torch.equal(_weights(best), torch.ones(3))

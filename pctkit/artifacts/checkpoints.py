@@ -79,7 +79,7 @@ def write(folder: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -
         shutil.rmtree(staging, ignore_errors=True)
         reason = no_room(error) or f"{type(error).__name__}: {error}"
         raise CheckpointError(
-            f"cannot write checkpoint {folder}: {reason}. The previous checkpoint is intact; "
+            f"cannot write checkpoint {folder}: {reason}. {_what_is_kept(folder)}; "
             "free space (or fix the cause) and resume the run."
         ) from error
     previous = folder.with_name(f".{folder.name}{PREVIOUS_SUFFIX}")
@@ -91,6 +91,19 @@ def write(folder: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -
     fsync_directory(folder.parent)
     if previous.exists():
         shutil.rmtree(previous)
+
+
+def _what_is_kept(folder: Path) -> str:
+    """What a resume continues from when ``folder`` could not be written."""
+    if folder.exists():
+        return f"The previous {folder.name} is intact"
+    stage = folder.name.rpartition("-")[0]
+    earlier = sorted(
+        path.name for path in folder.parent.glob(f"{stage}-0*") if path.is_dir() and path.name < folder.name
+    )
+    if earlier:
+        return f"The previous checkpoint, {earlier[-1]}, is intact"
+    return f"No earlier checkpoint of {stage} exists: a resume starts {stage} from its beginning"
 
 
 def _recover(folder: Path) -> None:
