@@ -35,6 +35,7 @@ from pctkit.engine.data import sample_problem
 from pctkit.engine.probes import augmentation_issues as probe_augmentations
 from pctkit.engine.probes import loss_issues
 from pctkit.engine.settings_checks import batch_issues, device_issues, learning_rate_notes, micro_batch_lines
+from pctkit.engine.space import disk_check
 from pctkit.methods.base import MethodInputs
 from pctkit.recipe import Recipe, RecipeIssue
 from pctkit.recipe.schema import Model
@@ -127,11 +128,12 @@ def known_roles(num_classes: int) -> set[str]:
 
 def _check_model(
     model: Model, path: str, num_classes: int, size: int, crops: dict[str, int] | None = None
-) -> list[RecipeIssue]:
+) -> tuple[list[RecipeIssue], torch.nn.Module | None]:
+    """Build the network and run it once; returns the issues and, without any, the net."""
     try:
         backbone = build_backbone(model)
     except Exception as error:  # any failure of a component factory is the user's to see
-        return component_issues(f"{path}.backbone", error)
+        return component_issues(f"{path}.backbone", error), None
     issues = []
     for stream, crop in (crops or {}).items():
         problem = crop_size_issue(backbone, crop)
@@ -140,27 +142,24 @@ def _check_model(
                 RecipeIssue(path=f"augmentation.{stream}.crop_size", message=problem, source="check")
             )
     if issues:
-        return issues
+        return issues, None
     try:
         net = build_head(model, backbone, num_classes)
     except Exception as error:
-        return component_issues(f"{path}.head", error)
+        return component_issues(f"{path}.head", error), None
     net.eval()
     try:
         with torch.no_grad():
             logits = net(torch.rand(2, 3, size, size))
     except Exception as error:
-        return component_issues(path, error)
+        return component_issues(path, error), None
     if tuple(logits.shape) != (2, num_classes, size, size):
-        return [
-            RecipeIssue(
-                path=path,
-                message=f"the network returns logits of shape {tuple(logits.shape)}, expected "
-                f"(2, {num_classes}, {size}, {size})",
-                source="check",
-            )
-        ]
-    return []
+        message = (
+            f"the network returns logits of shape {tuple(logits.shape)}, expected "
+            f"(2, {num_classes}, {size}, {size})"
+        )
+        return [RecipeIssue(path=path, message=message, source="check")], None
+    return [], net
 
 
 def _check_data(recipe: Recipe, checked: list[str]) -> tuple[SegmentationData | None, list[RecipeIssue]]:
@@ -349,16 +348,19 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
             )
         )
     size = min(crops.get("strong") or 64, 128)
-    model_issues = _check_model(recipe.model, "model", num_classes, size, crops)
+    model_issues, net = _check_model(recipe.model, "model", num_classes, size, crops)
     issues += model_issues
     if not model_issues:
         checked.append(
             f"model: builds and maps (2, 3, {size}, {size}) images to "
             f"(2, {num_classes}, {size}, {size}) logits"
         )
+    retrain_net = net
     if recipe.retrain.enabled and recipe.retrain.model != recipe.model:
         retrain_crops = {"retrain": crops["retrain"]} if "retrain" in crops else {}
-        retrain_issues = _check_model(recipe.retrain.model, "retrain.model", num_classes, size, retrain_crops)
+        retrain_issues, retrain_net = _check_model(
+            recipe.retrain.model, "retrain.model", num_classes, size, retrain_crops
+        )
         issues += retrain_issues
         if not retrain_issues:
             checked.append("retrain.model: builds and runs")
@@ -370,4 +372,8 @@ def check_recipe(recipe: Recipe, world_size: int = 1) -> tuple[list[RecipeIssue]
         if recipe.evaluation.postprocess is not None:
             built += f"; evaluation.postprocess {recipe.evaluation.postprocess.type} builds"
         checked.append(built)
+        if net is not None and traits is not None:
+            space_issues, space_line = disk_check(recipe, len(traits.roles), net, retrain_net)
+            issues += space_issues
+            checked.append(space_line)
     return issues, checked
