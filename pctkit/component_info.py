@@ -16,7 +16,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -151,6 +151,39 @@ def _parameter_hints(target: Callable[..., Any], signature: inspect.Signature) -
     return hints
 
 
+class Location:
+    """Marks a parameter that says where an input is, not what it is: a folder or file
+    path (``root: Annotated[str, LOCATION]``). A resume may change it, for data staged
+    to another path (a node-local disk, another cluster); the engine then checks that
+    the data it finds there is the run's own (classes, image counts, strong set, names).
+    """
+
+    def __repr__(self) -> str:
+        return "LOCATION"
+
+
+LOCATION = Location()
+"""The :class:`Location` marker, for ``typing.Annotated``."""
+
+
+LOCATION_KEY = "x-pctkit-location"
+"""JSON Schema key of a component parameter marked with ``Annotated[..., LOCATION]``:
+a path that a resume may change (:class:`Location`)."""
+
+
+def _is_location(hint: Any) -> bool:
+    return get_origin(hint) is Annotated and any(isinstance(item, Location) for item in get_args(hint)[1:])
+
+
+def location_fields(model: type[BaseModel]) -> list[str]:
+    """The parameters of a component's parameter model that are locations."""
+    return [
+        name
+        for name, field in model.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(LOCATION_KEY)
+    ]
+
+
 class ComponentParameters(TypedValues):
     """The base of every component's parameter model: unknown keys and values of the
     wrong TOML type are errors."""
@@ -193,9 +226,10 @@ def parameters_model(kind: str, name: str, factory: Callable[..., Any]) -> type[
                 f"{singular(kind)} {name!r}: 'type' is reserved for the component name"
             )
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        extra: dict[str, Any] | None = {LOCATION_KEY: True} if _is_location(hints[parameter.name]) else None
         fields[parameter.name] = (
             hints[parameter.name],
-            Field(default, description=descriptions.get(parameter.name)),
+            Field(default, description=descriptions.get(parameter.name), json_schema_extra=extra),
         )
     model_name = "".join(part.capitalize() for part in re.split(r"[._]", name)) + "Parameters"
     model: type[BaseModel] = create_model(model_name, __base__=ComponentParameters, **fields)

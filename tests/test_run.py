@@ -15,8 +15,10 @@ from pctkit.artifacts.lock import RunLock, RunLockedError
 from pctkit.artifacts.run_dir import RunDirectory
 from pctkit.engine.errors import RunError, TrainingInterrupted
 from pctkit.engine.reporting import Reporter
-from pctkit.engine.run import prepare_run_dir, recipe_differences, resume, run
+from pctkit.engine.run import prepare_run_dir, resume, run
 from pctkit.recipe import load_recipe
+from pctkit.recipe.resume_rules import moved_locations, recipe_differences
+from pctkit.recipe.slots import location_keys
 
 pytest.importorskip("sklearn.datasets")  # the digit scenes need scikit-learn
 
@@ -90,6 +92,19 @@ def test_recipe_differences_name_every_changed_key_but_reporting_ones() -> None:
         "new.a: '<absent>' -> 2",
         "optimizer.lr: 0.1 -> 0.2",
     ]
+
+
+def test_a_location_may_change_but_not_what_the_component_is() -> None:
+    saved = {"data": {"type": "voc", "root": "/data/VOC2012", "num_strong": 1464}}
+    moved = {"data": {"type": "voc", "root": "/scratch/VOC2012", "num_strong": 1464}}
+    assert location_keys(moved) == ["data.root"]
+    assert recipe_differences(saved, moved) == []
+    assert moved_locations(saved, moved) == ["data.root: '/data/VOC2012' -> '/scratch/VOC2012'"]
+    fewer = {"data": {"type": "voc", "root": "/scratch/VOC2012", "num_strong": 92}}
+    assert recipe_differences(saved, fewer) == ["data.num_strong: 1464 -> 92"]
+    # Another dataset has no such location: its keys are compared as any other.
+    other = {"data": {"type": "digit_scenes", "root": "/scratch/VOC2012"}}
+    assert "data.root: '/data/VOC2012' -> '/scratch/VOC2012'" in recipe_differences(saved, other)
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 from tiny_run import TINY_STAGES, set_options
 from typer.testing import CliRunner
 
@@ -137,6 +140,74 @@ def test_voc_pct_runs_end_to_end(tiny_voc: Path, tmp_path: Path) -> None:
     assert results["pseudo_labels"]["images"] == len(weak)
     assert (run_dir / "predictions.png").is_file()
     assert {"hybrid_net", "pseudo_net", "retrained_net"} <= {p.stem for p in run_dir.glob("*.safetensors")}
+
+
+def _unfinish_retraining(run_dir: Path) -> None:
+    """Make a finished run one that stopped after its pseudo labels."""
+    progress = json.loads((run_dir / "progress.json").read_text())
+    progress["completed"] = ["cross_training", "pseudo_labels"]
+    (run_dir / "progress.json").write_text(json.dumps(progress))
+    for folder in (run_dir / "checkpoints").glob("retraining*"):
+        shutil.rmtree(folder)
+    (run_dir / "retrained_net.safetensors").unlink()
+    (run_dir / "results.json").unlink()
+
+
+def test_a_stage_restarted_from_its_beginning_trains_as_in_one_run(tiny_voc: Path, tmp_path: Path) -> None:
+    """A crash after the pseudo labels and before retraining's first checkpoint: the
+    resumed process starts retraining afresh. The head's dropout draws from generators
+    seeded by (seed, stage), not by what the process ran before, so the weights match."""
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_voc, tmp_path)
+    result = run_cli("run", str(RECIPE), *set_options(overrides), "--out", str(run_dir), "--quiet")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert load_recipe(RECIPE).model.head.dropout > 0  # type: ignore[union-attr]
+    reference = load_file(str(run_dir / "retrained_net.safetensors"))
+    _unfinish_retraining(run_dir)
+    assert run_cli("resume", str(run_dir), "--quiet").exit_code == 0
+    resumed = load_file(str(run_dir / "retrained_net.safetensors"))
+    assert all(torch.equal(resumed[key], reference[key]) for key in reference)
+
+
+def test_resume_finds_the_data_moved_and_refuses_other_data(tiny_voc: Path, tmp_path: Path) -> None:
+    """data.root is a location: a resume may move it (data staged to a node-local disk),
+    and the run ends as if it had not moved; other data there, or another key, is refused."""
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_voc, tmp_path)
+    result = run_cli("run", str(RECIPE), *set_options(overrides), "--out", str(run_dir), "--quiet")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    reference = load_file(str(run_dir / "retrained_net.safetensors"))
+    recorded = json.loads((run_dir / "data.json").read_text())
+    assert recorded["train_images"] == 12 and recorded["strong_images"] == 4
+    _unfinish_retraining(run_dir)
+
+    staged = tmp_path / "scratch" / "VOC2012"
+    shutil.copytree(tiny_voc, staged)
+    shutil.rmtree(tiny_voc)  # the old path is gone
+    result = run_cli("resume", str(run_dir), "--set", f"data.root={staged}")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"data moved (data.root: '{tiny_voc}' -> '{staged}'): it is the run's own data" in " ".join(
+        result.output.split()
+    )
+    resumed = load_file(str(run_dir / "retrained_net.safetensors"))
+    assert all(torch.equal(resumed[key], reference[key]) for key in reference)
+
+    # Other data at the new location: refused before anything is trained.
+    _unfinish_retraining(run_dir)
+    weak = [
+        name for name in split_names(staged, "train_aug.txt") if name not in split_names(staged, "train.txt")
+    ]
+    kept = [name for name in split_names(staged, "train_aug.txt") if name != weak[-1]]
+    (staged / SPLITS / "train_aug.txt").write_text("\n".join(kept) + "\n")  # one weak image fewer
+    result = run_cli("resume", str(run_dir), "--set", f"data.root={staged}")
+    assert result.exit_code == 1
+    message = " ".join(str(result.exception).split())
+    assert f"the data found at the new location (data.root: '{tiny_voc}' -> '{staged}')" in message
+    assert "is not the data the run started with:" in message and "train_images: 12 then, 11 now" in message
+    assert not (run_dir / "retrained_net.safetensors").exists()
+    # A key that changes what the run computes may not change on resume.
+    result = run_cli("resume", str(run_dir), "--set", f"data.root={staged}", "--set", "optimizer.lr=0.5")
+    assert result.exit_code == 1 and "optimizer.lr: 0.001 -> 0.5" in str(result.exception)
 
 
 def break_mask(root: Path, name: str, problem: str) -> str:

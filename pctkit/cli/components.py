@@ -16,6 +16,7 @@ from rich.text import Text
 
 from pctkit import registry
 from pctkit.cli.app import UserError, console, errors
+from pctkit.component_info import location_fields
 
 _LITERAL = re.compile(r"``([^`]+)``|`([^`]+)`")
 
@@ -97,11 +98,14 @@ def list_components(
                 f"  [bold cyan]{escape(component.name)}[/]  [dim]({escape(origin)})[/]", soft_wrap=True
             )
             _print_wrapped(render_docstring(component.description), 6)
+            locations = location_fields(component.parameters)
             for name, info in component.parameters.model_fields.items():
                 annotation = type_name(info.annotation)
                 default = "required" if info.is_required() else f"= {info.default!r}"
+                where = " [dim](a location: may change on resume)[/]" if name in locations else ""
                 console.print(
-                    f"      [green]{escape(name)}[/]: {escape(annotation)} {escape(default)}", soft_wrap=True
+                    f"      [green]{escape(name)}[/]: {escape(annotation)} {escape(default)}{where}",
+                    soft_wrap=True,
                 )
                 if info.description:
                     _print_wrapped(render_docstring(info.description), 10)

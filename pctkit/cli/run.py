@@ -67,20 +67,34 @@ def run(
 
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory to continue.")],
+    overrides: SetOption = None,
     nproc: NprocOption = 1,
     quiet: QuietOption = False,
     log_format_name: LogFormatOption = "auto",
 ) -> None:
-    """Continue an interrupted run from its newest intact checkpoint, with its own recipe."""
+    """Continue an interrupted run from its newest intact checkpoint, with its own recipe.
+
+    --set may change only what a resume may change: reporting keys, and locations such
+    as data.root for data staged elsewhere (checked to be the run's own data)."""
     style = log_format(log_format_name)
     if nproc > 1:
         launch_workers(
-            nproc, ["resume", str(run_dir), *(["--quiet"] if quiet else []), "--log-format", style]
+            nproc,
+            [
+                "resume",
+                str(run_dir),
+                *_set_arguments(overrides),
+                *(["--quiet"] if quiet else []),
+                "--log-format",
+                style,
+            ],
         )
     from pctkit.engine.reporting import Reporter
     from pctkit.engine.run import resume as resume_run
 
-    outcome = resume_run(run_dir, reporter=Reporter(errors, enabled=not quiet, log_format=style))
+    outcome = resume_run(
+        run_dir, reporter=Reporter(errors, enabled=not quiet, log_format=style), overrides=overrides
+    )
     if outcome.world.is_main:
         show_results(outcome.results, run_dir)
 

@@ -41,6 +41,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from pctkit.component_info import LOCATION as LOCATION
+from pctkit.component_info import Location as Location
 from pctkit.constants import IGNORE_INDEX as IGNORE_INDEX
 
 
@@ -69,7 +71,12 @@ class RawSample:
 
 @runtime_checkable
 class SampleSource(Protocol):
-    """An indexable collection of :class:`RawSample`."""
+    """An indexable collection of :class:`RawSample`.
+
+    A source may also have a ``names`` property (the sample names in index order, read
+    without loading a sample): a resume then checks that the data it finds has the
+    names the run started with (:mod:`pctkit.engine.data_identity`).
+    """
 
     def __len__(self) -> int: ...
 

@@ -26,6 +26,7 @@ from pctkit.artifacts.run_dir import Progress, RunDirectory, RunDirectoryError
 from pctkit.artifacts.tensorboard import TensorBoardLog
 from pctkit.engine.build import build_data, resolve_device
 from pctkit.engine.context import RunContext, RunOutputs
+from pctkit.engine.data_identity import check_data_identity
 from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, init_distributed
 from pctkit.engine.errors import RunError
 from pctkit.engine.memory import keep_freed_memory, reset_peak_memory
@@ -33,8 +34,9 @@ from pctkit.engine.provenance import record_environment
 from pctkit.engine.reporting import Reporter
 from pctkit.engine.settings_checks import batch_issues, device_issues
 from pctkit.engine.stages import stages_of
-from pctkit.recipe import Recipe, RecipeError, load_recipe, resolved_toml, validate_recipe_data
-from pctkit.recipe.slots import resume_mutable_keys
+from pctkit.recipe import Recipe, load_recipe, resolved_toml, validate_recipe_data
+from pctkit.recipe.resume_rules import recipe_differences, with_current_defaults
+from pctkit.recipe.text import parse_recipe_text
 
 T = TypeVar("T")
 
@@ -71,36 +73,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 # --------------------------------------------------------------------------- the directory
 
 
-def flat_items(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    if isinstance(data, dict):
-        items: dict[str, Any] = {}
-        for key, value in data.items():
-            items.update(flat_items(value, f"{prefix}{key}."))
-        return items
-    return {prefix[:-1]: data}
-
-
-def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Keys whose values differ between two recipes, except those a resume may change."""
-    old, new = flat_items(saved), flat_items(current)
-    mutable = set(resume_mutable_keys())
-    return [
-        f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}"
-        for key in sorted(set(old) | set(new))
-        if old.get(key) != new.get(key) and key not in mutable
-    ]
-
-
-def _with_current_defaults(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved recipe re-validated by this pctkit, so that keys added since it was
-    written compare at their defaults; as saved if it no longer validates."""
-    try:
-        return validate_recipe_data(saved).model_dump(mode="json")
-    except RecipeError:
-        return saved
-
-
 def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, overwrite: bool) -> None:
     """Create the run directory and write the resolved recipe, or check it on resume."""
     current = recipe.model_dump(mode="json")
@@ -109,7 +81,7 @@ def prepare_run_dir(recipe: Recipe, run_dir: RunDirectory, *, resume: bool, over
             run_dir.write_recipe_json(current)
             return
         _check_resumable(run_dir)
-        differences = recipe_differences(_with_current_defaults(run_dir.read_recipe()), current)
+        differences = recipe_differences(with_current_defaults(run_dir.read_recipe()), current)
         if differences:
             raise RunError(
                 "cannot resume: the recipe differs from the one the run was started with:\n  "
@@ -305,6 +277,9 @@ def _run_stages(
         )
         return RunOutcome(directory.path, finished, {"total": time.perf_counter() - started}, world)
     data = build_data(recipe)
+    on_main_process(
+        world, device, lambda: check_data_identity(directory, recipe, data, reporter, resume=resume)
+    )
     context = RunContext(
         recipe=recipe,
         run_dir=directory,
@@ -359,9 +334,14 @@ def _read_progress(directory: RunDirectory, reporter: Reporter) -> Progress:
 
 
 def resume(
-    run_dir: Path, *, reporter: Reporter | None = None, stop_after: dict[str, int] | None = None
+    run_dir: Path,
+    *,
+    reporter: Reporter | None = None,
+    stop_after: dict[str, int] | None = None,
+    overrides: list[str] | None = None,
 ) -> RunOutcome:
-    """Continue the run in ``run_dir`` with the recipe saved in it."""
+    """Continue the run in ``run_dir`` with the recipe saved in it; ``overrides``
+    (``key=value``) may change the keys a resume may change, such as a data location."""
     directory = RunDirectory(run_dir)
     _check_resumable(directory)
     lost_json = directory.lost_recipe_json()
@@ -370,7 +350,7 @@ def resume(
     reporter.warnings = reporter.warnings and os.environ.get("RANK", "0") == "0"
     if directory.recipe_toml.is_file():
         # The TOML, not the JSON: keys a resume may change can be edited there.
-        recipe = load_recipe(directory.recipe_toml)
+        recipe = load_recipe(directory.recipe_toml, overrides)
         if lost_json:
             reporter.warning(
                 f"{directory.recipe_json_problem()}: resuming with the same recipe from "
@@ -378,6 +358,11 @@ def resume(
             )
     else:
         recipe = validate_recipe_data(directory.read_recipe(), file=str(directory.recipe_json))
+        if overrides:
+            raw, lines, overridden = parse_recipe_text(
+                resolved_toml(recipe), overrides, str(directory.recipe_json)
+            )
+            recipe = validate_recipe_data(raw, lines, overridden, str(directory.recipe_json))
         reporter.warning(
             f"{directory.recipe_toml} is missing: resuming with the same recipe from {directory.recipe_json}"
         )

@@ -7,6 +7,7 @@ never stopped.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,21 @@ from pctkit.engine.distributed import unwrap
 
 if TYPE_CHECKING:
     from pctkit.engine.loop import TrainingJob
+
+
+def seed_stage(seed: int, stage: str) -> None:
+    """Seed the global generators (Python, numpy, torch and CUDA) for a stage that starts
+    at its first iteration, from the run's seed and the stage's name alone.
+
+    What draws from them during training (dropout) then does not depend on what ran
+    before in the process: a stage restarted from its beginning after a crash (no
+    checkpoint of it yet) trains as it would have in one uninterrupted run. A stage
+    resumed from a checkpoint restores the generators saved in it instead.
+    """
+    derived = int.from_bytes(hashlib.sha256(f"{seed}/{stage}".encode()).digest()[:8], "little")
+    random.seed(derived)
+    np.random.seed(derived % 2**32)
+    torch.manual_seed(derived)
 
 
 def rng_state() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pctkit.engine.distributed import all_reduce_sum, barrier, unwrap
 from pctkit.engine.hooks import Hooks, MetricsWindow, NonFiniteGuard, StopPolicy, Validation
 from pctkit.engine.loop import TrainingJob, train
 from pctkit.engine.settings_checks import learning_rate_factor
-from pctkit.engine.state import job_state, load_job_state
+from pctkit.engine.state import job_state, load_job_state, seed_stage
 from pctkit.methods.base import Method, MethodInputs
 from pctkit.methods.supervised import Supervised
 from pctkit.recipe.schema import ComponentSpec, Model, TrainingLoop
@@ -98,10 +98,10 @@ class TrainingStage:
             if unreadable:
                 self.rewrite_final_weights(context, unreadable, start, loop.iterations)
             else:
-                with context.reporter.task(self.title(context), loop.iterations, start) as (
-                    advance,
-                    describe,
-                ):
+                if start == 0:  # no checkpoint of this stage: its own generators' start
+                    seed_stage(context.recipe.experiment.seed, self.name)
+                title = self.title(context)
+                with context.reporter.task(title, loop.iterations, start) as (advance, describe):
                     train(job, self.hooks(context, job, loop, advance, describe, clock), start)
         except BaseException:
             context.save_time(clock)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import typing
+import warnings
 from functools import reduce
 from typing import Annotated, Any, Literal, Union
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field, create_model
 from pydantic.fields import FieldInfo
 
 from pctkit import registry
+from pctkit.component_info import RegistryError, location_fields
 from pctkit.recipe.schema import RESUME_KEY, ComponentSpec, Recipe, StrictModel, slot_kind
 from pctkit.typed_values import typed_values_validator
 
@@ -85,6 +87,32 @@ def with_default_types(raw: dict[str, Any]) -> None:
             section = node.get(path[-1]) if isinstance(node, dict) else None
             if isinstance(section, dict) and "type" not in section:
                 section["type"] = name
+
+
+def location_keys(data: dict[str, Any]) -> list[str]:
+    """Dotted keys of a recipe's component parameters marked as locations
+    (``Annotated[str, LOCATION]``): paths a resume may change."""
+    keys: list[str] = []
+    for path, kind in component_slots().items():
+        found: list[tuple[tuple[str, ...], Any]] = [((), data)]
+        for part in path:
+            found = [
+                ((*where, key), child)
+                for where, node in found
+                if isinstance(node, dict)
+                for key, child in (node.items() if part == ANY_KEY else [(part, node.get(part))])
+            ]
+        for where, spec in found:
+            if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+                continue
+            try:
+                with warnings.catch_warnings():  # a deprecated name is reported where it is read
+                    warnings.simplefilter("ignore")
+                    parameters = registry.get(kind, spec["type"]).parameters
+            except RegistryError:
+                continue
+            keys += [".".join((*where, name)) for name in location_fields(parameters)]
+    return keys
 
 
 def slot_at(path: tuple[str, ...]) -> str | None:

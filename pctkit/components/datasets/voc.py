@@ -12,8 +12,15 @@ import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Annotated
 
-from pctkit.components.contracts import IGNORE_INDEX, DataError, ParameterError, SegmentationData
+from pctkit.components.contracts import (
+    IGNORE_INDEX,
+    LOCATION,
+    DataError,
+    ParameterError,
+    SegmentationData,
+)
 from pctkit.components.datasets.voc_samples import ImageLabelSource, VocItem, VocSamples
 
 VOC_CLASS_NAMES: tuple[str, ...] = (
@@ -156,7 +163,7 @@ def _class_names(num_classes: int, class_names: tuple[str, ...]) -> list[str]:
 
 def voc(
     *,
-    root: str,
+    root: Annotated[str, LOCATION],
     image_dir: str = "JPEGImages",
     mask_dir: str = "SegmentationClassAug",
     val_mask_dir: str = "SegmentationClass",
