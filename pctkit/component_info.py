@@ -153,9 +153,10 @@ def _parameter_hints(target: Callable[..., Any], signature: inspect.Signature) -
 
 class Location:
     """Marks a parameter that says where an input is, not what it is: a folder or file
-    path (``root: Annotated[str, LOCATION]``). A resume may change it, for data staged
-    to another path (a node-local disk, another cluster); the engine then checks that
-    the data it finds there is the run's own (classes, image counts, strong set, names).
+    path (``root: Annotated[str, LOCATION]``). A resume may change it, for inputs
+    staged to another path (a node-local disk, another cluster); the engine then checks
+    that what it finds there is the run's own: the data's classes, counts, strong set and
+    names, a file's SHA-256 (:mod:`pctkit.engine.data_identity`).
     """
 
     def __repr__(self) -> str:

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import timm
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from tiny_run import TINY_STAGES, set_options
 from typer.testing import CliRunner
 
@@ -169,44 +170,82 @@ def test_a_stage_restarted_from_its_beginning_trains_as_in_one_run(tiny_voc: Pat
     assert all(torch.equal(resumed[key], reference[key]) for key in reference)
 
 
-def test_resume_finds_the_data_moved_and_refuses_other_data(tiny_voc: Path, tmp_path: Path) -> None:
-    """data.root is a location: a resume may move it (data staged to a node-local disk),
-    and the run ends as if it had not moved; other data there, or another key, is refused."""
+def test_resume_finds_inputs_moved_and_refuses_others(tiny_voc: Path, tmp_path: Path) -> None:
+    """data.root and the backbone's pretrained file are locations: a resume may move them
+    (inputs staged to a node-local disk), and the run ends as if they had not moved;
+    other data or other weights there, or another key, are refused."""
+    weights = tmp_path / "weights" / "test_resnet.safetensors"
+    weights.parent.mkdir()
+    save_file(timm.create_model("test_resnet").state_dict(), str(weights))
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(tiny_voc, tmp_path)
+    overrides = [*tiny_overrides(tiny_voc, tmp_path), f'model.backbone.pretrained="{weights}"']
     result = run_cli("run", str(RECIPE), *set_options(overrides), "--out", str(run_dir), "--quiet")
     assert result.exit_code == 0, result.output + repr(result.exception)
     reference = load_file(str(run_dir / "retrained_net.safetensors"))
-    recorded = json.loads((run_dir / "data.json").read_text())
-    assert recorded["train_images"] == 12 and recorded["strong_images"] == 4
+    recorded = json.loads((run_dir / "inputs.json").read_text())
+    assert recorded["data"]["train_images"] == 12 and recorded["data"]["strong_images"] == 4
+    assert set(recorded["files"]) == {"model.backbone.pretrained", "retrain.model.backbone.pretrained"}
     _unfinish_retraining(run_dir)
 
-    staged = tmp_path / "scratch" / "VOC2012"
-    shutil.copytree(tiny_voc, staged)
-    shutil.rmtree(tiny_voc)  # the old path is gone
-    result = run_cli("resume", str(run_dir), "--set", f"data.root={staged}")
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    assert f"data moved (data.root: '{tiny_voc}' -> '{staged}'): it is the run's own data" in " ".join(
-        result.output.split()
+    staged = tmp_path / "scratch"
+    shutil.copytree(tiny_voc, staged / "VOC2012")
+    shutil.copy(weights, staged / weights.name)
+    shutil.rmtree(tiny_voc)
+    shutil.rmtree(weights.parent)  # the old paths are gone
+    moved = [
+        "--set",
+        f"data.root={staged / 'VOC2012'}",
+        "--set",
+        f'model.backbone.pretrained="{staged / weights.name}"',
+    ]
+    # The retrained net's copy of the path was not moved: named, with the way on.
+    result = run_cli("resume", str(run_dir), *moved)
+    assert result.exit_code == 1
+    assert f"retrain.model.backbone.pretrained: {weights} is missing" in " ".join(
+        str(result.exception).split()
     )
+    moved += ["--set", f'retrain.model.backbone.pretrained="{staged / weights.name}"']
+    result = run_cli("resume", str(run_dir), *moved)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    output = " ".join(result.output.split())
+    assert f"inputs moved (data.root: '{tiny_voc}' -> '{staged / 'VOC2012'}';" in output
+    assert "they are the run's own" in output
     resumed = load_file(str(run_dir / "retrained_net.safetensors"))
     assert all(torch.equal(resumed[key], reference[key]) for key in reference)
 
     # Other data at the new location: refused before anything is trained.
     _unfinish_retraining(run_dir)
-    weak = [
-        name for name in split_names(staged, "train_aug.txt") if name not in split_names(staged, "train.txt")
-    ]
-    kept = [name for name in split_names(staged, "train_aug.txt") if name != weak[-1]]
-    (staged / SPLITS / "train_aug.txt").write_text("\n".join(kept) + "\n")  # one weak image fewer
-    result = run_cli("resume", str(run_dir), "--set", f"data.root={staged}")
+    root = staged / "VOC2012"
+    weak = [name for name in split_names(root, "train_aug.txt") if name not in split_names(root, "train.txt")]
+    kept = [name for name in split_names(root, "train_aug.txt") if name != weak[-1]]
+    original = (root / SPLITS / "train_aug.txt").read_text()
+    (root / SPLITS / "train_aug.txt").write_text("\n".join(kept) + "\n")  # one weak image fewer
+    result = run_cli("resume", str(run_dir), *moved)
     assert result.exit_code == 1
     message = " ".join(str(result.exception).split())
-    assert f"the data found at the new location (data.root: '{tiny_voc}' -> '{staged}')" in message
-    assert "is not the data the run started with:" in message and "train_images: 12 then, 11 now" in message
+    assert f"the inputs found at the new location (data.root: '{tiny_voc}' -> '{root}';" in message
+    assert "are not the ones the run started with:" in message and "train_images: 12 then, 11 now" in message
     assert not (run_dir / "retrained_net.safetensors").exists()
+    (root / SPLITS / "train_aug.txt").write_text(original)  # mended
+
+    # Other weights under the moved path: refused too.
+    other = staged / "other.safetensors"
+    save_file({key: value + 1 for key, value in load_file(str(staged / weights.name)).items()}, str(other))
+    elsewhere = [
+        *moved[:2],
+        "--set",
+        f'model.backbone.pretrained="{other}"',
+        "--set",
+        f'retrain.model.backbone.pretrained="{other}"',
+    ]
+    result = run_cli("resume", str(run_dir), *elsewhere)
+    assert result.exit_code == 1
+    problems = str(result.exception).splitlines()[1:-1]  # the data is the run's again
+    assert len(problems) == 2 and all(
+        "holds other bytes than the file the run started with" in p for p in problems
+    )
     # A key that changes what the run computes may not change on resume.
-    result = run_cli("resume", str(run_dir), "--set", f"data.root={staged}", "--set", "optimizer.lr=0.5")
+    result = run_cli("resume", str(run_dir), *moved, "--set", "optimizer.lr=0.5")
     assert result.exit_code == 1 and "optimizer.lr: 0.001 -> 0.5" in str(result.exception)
 
 

@@ -1,28 +1,35 @@
-"""Which data a run trains on, recorded when it starts and checked when it resumes.
+"""What a run's inputs are, recorded when it starts and checked when it resumes.
 
-A resume may move the data (a location parameter such as ``data.root`` may change, for
-data staged to a node-local disk or copied to another cluster), but it must find the
-run's own data there: the same classes, the same number of training and validation
-images, the same strong set and, where the dataset lists its image names without
-reading the images, the same names. The same check catches data changed in place under
-a running job (a regenerated split file).
+A resume may move an input: a location parameter (``Annotated[str, LOCATION]``, such as
+``data.root`` or a backbone's ``pretrained`` file) may change, for inputs staged to a
+node-local disk or copied to another cluster. It must find the run's own inputs there:
+
+- the data: the same classes, the same number of training and validation images, the
+  same strong set and, where the dataset lists its image names without reading the
+  images, the same names. Checked at every resume, so data changed in place under a
+  run (a regenerated split file) is caught too;
+- a file (pretrained weights): the same SHA-256, checked when its path changed.
+
+The record is ``inputs.json`` in the run directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from pctkit.artifacts.io import atomic_write_json
 from pctkit.artifacts.run_dir import RunDirectory
-from pctkit.components.contracts import SampleSource, SegmentationData
+from pctkit.components.contracts import SampleSource, SegmentationData, package_file
 from pctkit.engine.errors import RunError
 from pctkit.engine.reporting import Reporter
 from pctkit.recipe import Recipe
-from pctkit.recipe.resume_rules import moved_locations
+from pctkit.recipe.resume_rules import flat_items, moved_locations
+from pctkit.recipe.slots import location_keys
 
-DATA_FILE = "data.json"
+INPUTS_FILE = "inputs.json"
 
 
 def _names_digest(source: SampleSource) -> str | None:
@@ -48,6 +55,26 @@ def data_identity(data: SegmentationData) -> dict[str, Any]:
     }
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _location_files(recipe: Recipe) -> dict[str, Path]:
+    """The recipe's location keys that name an existing file: ``key -> path``."""
+    values = flat_items(recipe.model_dump(mode="json"))
+    found = {}
+    for key in location_keys(recipe.model_dump(mode="json")):
+        value = values.get(key)
+        if isinstance(value, str) and value and package_file(value).is_file():
+            found[key] = package_file(value)
+    return found
+
+
 def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [
         f"{key}: {recorded.get(key)!r} then, {current.get(key)!r} now"
@@ -56,33 +83,58 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
     ]
 
 
-def check_data_identity(
+def _read(path: Path, reporter: Reporter) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reporter.warning(f"{path} is damaged ({error}): recording the inputs found now")
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def check_inputs(
     directory: RunDirectory, recipe: Recipe, data: SegmentationData, reporter: Reporter, *, resume: bool
 ) -> None:
-    """Record the data's identity in a new run; on resume, refuse other data.
+    """Record the run's inputs when it starts; on resume, refuse other inputs.
 
     Raises:
-        RunError: the data found now is not the data the run started with.
+        RunError: the data found now, or a moved file, is not the run's.
     """
-    path = directory.path / DATA_FILE
-    current = data_identity(data)
-    recorded = None
-    if resume and path.is_file():
-        try:
-            recorded = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            reporter.warning(f"{path} is damaged ({error}): recording the data found now")
+    path = directory.path / INPUTS_FILE
+    recorded = _read(path, reporter) if resume else None
+    saved = flat_items(directory.read_recipe()) if resume else {}
     moved = moved_locations(directory.read_recipe(), recipe.model_dump(mode="json")) if resume else []
-    if isinstance(recorded, dict):
-        differences = _differences(recorded, current)
-        if differences:
-            where = f" at the new location ({'; '.join(moved)})" if moved else ""
-            raise RunError(
-                f"cannot resume: the data found{where} is not the data the run started with:\n  "
-                + "\n  ".join(differences)
-                + f"\nPoint the recipe at the run's data, or start a new run. (Recorded in {path}.)"
+    where = f" at the new location ({'; '.join(moved)})" if moved else ""
+    current: dict[str, Any] = {"data": data_identity(data), "files": {}}
+    problems = []
+    if recorded is not None:
+        problems += _differences(recorded.get("data", {}), current["data"])
+    recorded_files = recorded.get("files", {}) if recorded is not None else {}
+    files = _location_files(recipe)
+    values = flat_items(recipe.model_dump(mode="json"))
+    for key in sorted(set(recorded_files) - set(files)):
+        if values.get(key):
+            problems.append(
+                f"{key}: {values[key]} is missing (the run started with it); give its new location "
+                f"with --set {key}=PATH"
             )
+    for key, file in files.items():
+        unchanged = resume and saved.get(key) == values.get(key)
+        if unchanged and key in recorded_files:
+            current["files"][key] = recorded_files[key]  # not read again: it has not moved
+            continue
+        current["files"][key] = file_digest(file)
+        if key in recorded_files and recorded_files[key] != current["files"][key]:
+            problems.append(f"{key}: {file} holds other bytes than the file the run started with (SHA-256)")
+    if problems:
+        raise RunError(
+            f"cannot resume: the inputs found{where} are not the ones the run started with:\n  "
+            + "\n  ".join(problems)
+            + f"\nPoint the recipe at the run's inputs, or start a new run. (Recorded in {path}.)"
+        )
     if moved:
-        reporter.message(f"data moved ({'; '.join(moved)}): it is the run's own data ({path})")
+        reporter.message(f"inputs moved ({'; '.join(moved)}): they are the run's own ({path})")
     if recorded != current:
         atomic_write_json(path, current)

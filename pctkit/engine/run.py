@@ -26,7 +26,7 @@ from pctkit.artifacts.run_dir import Progress, RunDirectory, RunDirectoryError
 from pctkit.artifacts.tensorboard import TensorBoardLog
 from pctkit.engine.build import build_data, resolve_device
 from pctkit.engine.context import RunContext, RunOutputs
-from pctkit.engine.data_identity import check_data_identity
+from pctkit.engine.data_identity import check_inputs
 from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, init_distributed
 from pctkit.engine.errors import RunError
 from pctkit.engine.memory import keep_freed_memory, reset_peak_memory
@@ -277,9 +277,7 @@ def _run_stages(
         )
         return RunOutcome(directory.path, finished, {"total": time.perf_counter() - started}, world)
     data = build_data(recipe)
-    on_main_process(
-        world, device, lambda: check_data_identity(directory, recipe, data, reporter, resume=resume)
-    )
+    on_main_process(world, device, lambda: check_inputs(directory, recipe, data, reporter, resume=resume))
     context = RunContext(
         recipe=recipe,
         run_dir=directory,

@@ -3,8 +3,8 @@
 Keys declared with :data:`~pctkit.recipe.base.MAY_CHANGE_ON_RESUME` change where and how
 often a run reports, not what it computes. Component parameters marked as locations
 (``Annotated[str, LOCATION]``, such as the ``voc`` dataset's ``root``) say where an input
-is: they may change too, and the engine checks that the data found there is the run's
-(:mod:`pctkit.engine.data_identity`). Every other difference is refused.
+is: they may change too, and the engine checks that the inputs found there are the
+run's (:mod:`pctkit.engine.data_identity`). Every other difference is refused.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ is built.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from pctkit.components.contracts import ParameterError
+from pctkit.components.contracts import LOCATION, ParameterError
 
 if TYPE_CHECKING:
     from pctkit.components.backbones._timm_modules import TimmBackbone
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def timm_backbone(
     *,
     model_name: str = "resnet50",
-    pretrained: str = "",
+    pretrained: Annotated[str, LOCATION] = "",
     output_stride: int = 32,
     out_indices: tuple[int, ...] | None = None,
     drop_path_rate: float = 0.0,
