@@ -390,7 +390,13 @@ def test_a_run_records_its_software_and_resume_names_what_changed(
     error = capsys.readouterr().err
     assert "resuming with other software than the run started with: torch 1.0 ->" in error
     assert json.loads((run_dir / "environment.json").read_text())["packages"]["torch"] == "1.0"
+    recorded_inputs = (run_dir / "inputs.json").read_text()
+    (run_dir / "inputs.json").write_text("{")  # torn too
+    (run_dir / "retrained_net.safetensors").unlink()  # work left: the inputs are checked
     (run_dir / "environment.json").write_text('{"packages": {"tor')  # torn
     assert run_cli(["resume", str(run_dir), "--quiet"], monkeypatch) == 0
-    assert "environment.json is damaged: writing it again" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "environment.json is damaged: writing it again" in error
+    assert "inputs.json is damaged" in error and "recording the inputs found now" in error
+    assert json.loads((run_dir / "inputs.json").read_text()) == json.loads(recorded_inputs)
     assert json.loads((run_dir / "environment.json").read_text())["packages"]["torch"] == recorded_torch

@@ -64,15 +64,38 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _location_files(recipe: Recipe) -> dict[str, Path]:
+def _location_files(recipe: dict[str, Any]) -> dict[str, Path]:
     """The recipe's location keys that name an existing file: ``key -> path``."""
-    values = flat_items(recipe.model_dump(mode="json"))
+    values = flat_items(recipe)
     found = {}
-    for key in location_keys(recipe.model_dump(mode="json")):
+    for key in location_keys(recipe):
         value = values.get(key)
         if isinstance(value, str) and value and package_file(value).is_file():
             found[key] = package_file(value)
     return found
+
+
+def _file_problems(
+    recipe: dict[str, Any], saved: dict[str, Any], recorded: dict[str, str], digests: dict[str, str]
+) -> list[str]:
+    """Check the files the recipe's locations name against their recorded digests,
+    filling ``digests``; a file whose path has not changed is not read again."""
+    values, before = flat_items(recipe), flat_items(saved)
+    files = _location_files(recipe)
+    problems = [
+        f"{key}: {values[key]} is missing (the run started with it); give its new location "
+        f"with --set {key}=PATH"
+        for key in sorted(set(recorded) - set(files))
+        if values.get(key)
+    ]
+    for key, file in files.items():
+        if key in recorded and before.get(key) == values.get(key):
+            digests[key] = recorded[key]
+            continue
+        digests[key] = file_digest(file)
+        if key in recorded and recorded[key] != digests[key]:
+            problems.append(f"{key}: {file} holds other bytes than the file the run started with (SHA-256)")
+    return problems
 
 
 def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -103,31 +126,14 @@ def check_inputs(
         RunError: the data found now, or a moved file, is not the run's.
     """
     path = directory.path / INPUTS_FILE
-    recorded = _read(path, reporter) if resume else None
-    saved = flat_items(directory.read_recipe()) if resume else {}
-    moved = moved_locations(directory.read_recipe(), recipe.model_dump(mode="json")) if resume else []
-    where = f" at the new location ({'; '.join(moved)})" if moved else ""
+    current_recipe = recipe.model_dump(mode="json")
+    saved = directory.read_recipe() if resume else current_recipe
+    recorded = (_read(path, reporter) if resume else None) or {}
     current: dict[str, Any] = {"data": data_identity(data), "files": {}}
-    problems = []
-    if recorded is not None:
-        problems += _differences(recorded.get("data", {}), current["data"])
-    recorded_files = recorded.get("files", {}) if recorded is not None else {}
-    files = _location_files(recipe)
-    values = flat_items(recipe.model_dump(mode="json"))
-    for key in sorted(set(recorded_files) - set(files)):
-        if values.get(key):
-            problems.append(
-                f"{key}: {values[key]} is missing (the run started with it); give its new location "
-                f"with --set {key}=PATH"
-            )
-    for key, file in files.items():
-        unchanged = resume and saved.get(key) == values.get(key)
-        if unchanged and key in recorded_files:
-            current["files"][key] = recorded_files[key]  # not read again: it has not moved
-            continue
-        current["files"][key] = file_digest(file)
-        if key in recorded_files and recorded_files[key] != current["files"][key]:
-            problems.append(f"{key}: {file} holds other bytes than the file the run started with (SHA-256)")
+    problems = _differences(recorded["data"], current["data"]) if "data" in recorded else []
+    problems += _file_problems(current_recipe, saved, recorded.get("files", {}), current["files"])
+    moved = moved_locations(saved, current_recipe)
+    where = f" at the new location ({'; '.join(moved)})" if moved else ""
     if problems:
         raise RunError(
             f"cannot resume: the inputs found{where} are not the ones the run started with:\n  "
