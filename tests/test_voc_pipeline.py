@@ -62,6 +62,7 @@ def tiny_overrides(root: Path, output_dir: Path) -> list[str]:
         "retrain.pseudo_labels.flip=false",
         "evaluation.batch_size=1",
         "evaluation.num_pictures=2",
+        "evaluation.postprocess_workers=2",  # the CRF in a pool, as on a GPU node, but smaller
         "checkpoint.interval=0",
     ]
 

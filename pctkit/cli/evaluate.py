@@ -107,6 +107,7 @@ def evaluate_command(
             sliding_window=predictor.sliding_window(),
             progress=advance,
             postprocess=postprocess,
+            postprocess_workers=int(settings.get("postprocess_workers", 0)),
         )
     summary = result.summary()
     if as_json:

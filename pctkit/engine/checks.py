@@ -34,6 +34,7 @@ from pctkit.engine.build import (
 from pctkit.engine.data import sample_problem
 from pctkit.engine.probes import augmentation_issues as probe_augmentations
 from pctkit.engine.probes import loss_issues
+from pctkit.engine.refine import picklable_problem
 from pctkit.engine.settings_checks import batch_issues, device_issues, learning_rate_notes, micro_batch_lines
 from pctkit.engine.space import disk_check
 from pctkit.methods.base import MethodInputs
@@ -262,9 +263,15 @@ def _check_training_components(recipe: Recipe) -> list[RecipeIssue]:
             issues += component_issues(path, error)
     if recipe.evaluation.postprocess is not None:
         try:
-            build_component("postprocess", recipe.evaluation.postprocess)
+            postprocess = build_component("postprocess", recipe.evaluation.postprocess)
         except Exception as error:
             issues += component_issues("evaluation.postprocess", error)
+        else:
+            problem = picklable_problem(postprocess) if recipe.evaluation.postprocess_workers else None
+            if problem is not None:
+                issues.append(
+                    RecipeIssue("evaluation.postprocess_workers", problem, hint="set it to 0", source="check")
+                )
     return once_where_inherited(issues)
 
 

@@ -23,8 +23,9 @@ from pctkit.components.contracts import SegmentationData
 from pctkit.engine.build import build_component, fresh_net, prepare_net
 from pctkit.engine.data import Augment
 from pctkit.engine.distributed import WorldInfo, all_reduce_max, barrier, unwrap
-from pctkit.engine.evaluation import EvaluationResult, Postprocess, evaluate
+from pctkit.engine.evaluation import EvaluationResult, evaluate
 from pctkit.engine.memory import memory_kind, peak_memory_gib, reset_peak_memory
+from pctkit.engine.refine import Postprocess
 from pctkit.engine.reporting import Reporter
 from pctkit.recipe.schema import Model, Recipe
 
@@ -164,6 +165,7 @@ class RunContext:
             sliding_window=(settings.window, settings.stride) if settings.mode == "sliding" else None,
             progress=progress,
             postprocess=postprocess,
+            postprocess_workers=settings.postprocess_workers,
         )
 
     def save_net(self, net: nn.Module, role: str, model: Model) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
@@ -16,6 +15,7 @@ from pctkit.components.contracts import SampleSource
 from pctkit.engine.data import EvaluationImages, images_to_float, pad_collate, raise_data_error
 from pctkit.engine.distributed import all_reduce_sum, current_world
 from pctkit.engine.model import multi_scale_logits
+from pctkit.engine.refine import Postprocess, Refiner
 from pctkit.losses import class_aware_prediction
 from pctkit.metrics import ConfusionMatrix
 
@@ -117,6 +117,7 @@ def evaluate(
     num_examples: int = 0,
     progress: Any = None,
     postprocess: Postprocess | None = None,
+    postprocess_workers: int = 0,
     sliding_window: tuple[int, int] | None = None,
 ) -> EvaluationResult:
     """mIoU of ``net`` over ``source`` (sharded over workers, matrices summed).
@@ -130,6 +131,8 @@ def evaluate(
         progress: optional callable ``(advance: int)`` for a progress bar.
         postprocess: refines each image's softmax probabilities (the dense CRF); the
             plain predictions are scored with and without it.
+        postprocess_workers: processes that run ``postprocess`` while the network
+            predicts the next batches; 0 runs it here (:class:`~pctkit.engine.refine.Refiner`).
     """
     world = current_world()
     num_classes = len(class_names)
@@ -146,55 +149,47 @@ def evaluate(
     was_training = net.training
     net.eval()
     predictor = net if sliding_window is None else SlidingWindow(net, *sliding_window)
-    for batch in loader:
-        raise_data_error(batch)
-        images = images_to_float(batch["image"], device)
-        with autocast_context(device, precision):
-            logits = multi_scale_logits(predictor, images, scales, flip)
-        labels = batch["image_labels"].to(device)
-        prediction = logits.argmax(1).cpu()
-        prediction_with_labels = class_aware_prediction(logits, labels).cpu()
-        plain.update(prediction, batch["mask"])
-        with_labels.update(prediction_with_labels, batch["mask"])
-        if postprocess is not None and postprocessed is not None:
-            for slot, (height, width) in enumerate(batch["sizes"]):
-                refined = refine(
-                    postprocess, batch["image"][slot, :, :height, :width], logits[slot, :, :height, :width]
+    refiner = (
+        None
+        if postprocess is None or postprocessed is None
+        else Refiner(postprocess, postprocessed, postprocess_workers)
+    )
+    with refiner if refiner is not None else nullcontext():
+        for batch in loader:
+            raise_data_error(batch)
+            images = images_to_float(batch["image"], device)
+            with autocast_context(device, precision):
+                logits = multi_scale_logits(predictor, images, scales, flip)
+            labels = batch["image_labels"].to(device)
+            prediction = logits.argmax(1).cpu()
+            prediction_with_labels = class_aware_prediction(logits, labels).cpu()
+            plain.update(prediction, batch["mask"])
+            with_labels.update(prediction_with_labels, batch["mask"])
+            if refiner is not None:
+                for slot, (height, width) in enumerate(batch["sizes"]):
+                    image = batch["image"][slot, :, :height, :width]
+                    refiner.add(image, logits[slot, :, :height, :width], batch["mask"][slot, :height, :width])
+            for slot in range(len(batch["sizes"])):
+                if len(examples) >= num_examples:
+                    break
+                height, width = batch["sizes"][slot]
+                examples.append(
+                    {
+                        "image": batch["image"][slot, :, :height, :width],
+                        "mask": batch["mask"][slot, :height, :width],
+                        "prediction": prediction[slot, :height, :width],
+                        "prediction_with_labels": prediction_with_labels[slot, :height, :width],
+                        "name": batch["name"][slot],
+                    }
                 )
-                postprocessed.update(refined, batch["mask"][slot, :height, :width])
-        for slot in range(len(batch["sizes"])):
-            if len(examples) >= num_examples:
-                break
-            height, width = batch["sizes"][slot]
-            examples.append(
-                {
-                    "image": batch["image"][slot, :, :height, :width],
-                    "mask": batch["mask"][slot, :height, :width],
-                    "prediction": prediction[slot, :height, :width],
-                    "prediction_with_labels": prediction_with_labels[slot, :height, :width],
-                    "name": batch["name"][slot],
-                }
-            )
-        if progress is not None:
-            progress(len(batch["sizes"]) * world.world_size)
+            if progress is not None:
+                progress(len(batch["sizes"]) * world.world_size)
     net.train(was_training)
     all_reduce_sum(plain.matrix)
     all_reduce_sum(with_labels.matrix)
     if postprocessed is not None:
         all_reduce_sum(postprocessed.matrix)
     return EvaluationResult(plain, with_labels, class_names, examples, postprocessed)
-
-
-Postprocess = Callable[[npt.NDArray[np.uint8], npt.NDArray[np.float32]], npt.NDArray[np.float32]]
-"""A post-processing component: ``(image (H, W, 3) uint8, probabilities (C, H, W)) -> probabilities``."""
-
-
-def refine(postprocess: Postprocess, image: Tensor, logits: Tensor) -> Tensor:
-    """The plain prediction ``(H, W)`` of one image after post-processing its softmax
-    probabilities (logits averaged first, as the released code does before its CRF)."""
-    probabilities = torch.softmax(logits.float(), dim=0).cpu().numpy()
-    pixels = image.permute(1, 2, 0).contiguous().cpu().numpy()
-    return torch.from_numpy(postprocess(pixels, probabilities).argmax(axis=0))
 
 
 def class_aware_or_plain(logits: Tensor, labels: Tensor | None) -> Tensor:

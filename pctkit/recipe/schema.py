@@ -234,6 +234,14 @@ class Evaluation(StrictModel):
     postprocess_nets: tuple[str, ...] = Field(
         ("retrained",), description="The nets whose final plain predictions are post-processed."
     )
+    postprocess_workers: int = Field(
+        0,
+        ge=0,
+        description="Processes that post-process images while the network predicts the next "
+        "batches (per training process under DDP); 0: in the evaluating process. The same "
+        "scores either way.",
+        json_schema_extra=MAY_CHANGE_ON_RESUME,
+    )
 
     @model_validator(mode="after")
     def _windows_overlap_or_touch(self) -> Evaluation:
