@@ -587,7 +587,7 @@ def _time_postprocess(recipe: Recipe, num_classes: int, size: tuple[int, int]) -
     import torch
 
     from pctkit.engine.build import build_component
-    from pctkit.engine.evaluation import refine
+    from pctkit.engine.refine import refine
 
     spec = recipe.evaluation.postprocess
     if spec is None:
