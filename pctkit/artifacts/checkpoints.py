@@ -11,7 +11,6 @@ or a failing disk damaged later.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 from pctkit.artifacts.io import (
     ArtifactError,
     atomic_write_json,
+    file_sha256,
     flatten_state,
     fsync_directory,
     no_room,
@@ -45,14 +45,6 @@ class CheckpointError(ArtifactError):
 # --------------------------------------------------------------------------- one checkpoint
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write(folder: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
     """Save a nested training state into ``folder``, atomically, with its manifest.
 
@@ -70,7 +62,7 @@ def write(folder: Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -
         save_tensors(staging / STATE_TENSORS, tensors)
         atomic_write_json(staging / STATE_TREE, {"metadata": dict(metadata), "tree": tree})
         files = {
-            name: {"bytes": (staging / name).stat().st_size, "sha256": _sha256(staging / name)}
+            name: {"bytes": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)}
             for name in (STATE_TENSORS, STATE_TREE)
         }
         atomic_write_json(staging / MANIFEST, {"format": MANIFEST_FORMAT, "files": files})
@@ -131,7 +123,7 @@ def verify(folder: Path) -> str | None:
         size = path.stat().st_size
         if size != expected.get("bytes"):
             return f"{name} has {size} bytes, {expected.get('bytes')} were written (truncated or changed)"
-        if _sha256(path) != expected.get("sha256"):
+        if file_sha256(path) != expected.get("sha256"):
             return f"{name} does not match its checksum (damaged)"
     return None
 

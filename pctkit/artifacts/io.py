@@ -8,6 +8,7 @@ one, never a torn one.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -84,6 +85,15 @@ def no_room(error: BaseException) -> str | None:
     """Why a write found no room (a full disk, a quota, a file-size limit), else ``None``.
     safetensors' own errors reach callers as :class:`OSError` (see :func:`save_tensors`)."""
     return NO_ROOM.get(getattr(error, "errno", None) or 0)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pctkit.artifacts.io import atomic_write_json
+from pctkit.artifacts.io import atomic_write_json, file_sha256
 from pctkit.artifacts.run_dir import RunDirectory
 from pctkit.components.contracts import SampleSource, SegmentationData, package_file
 from pctkit.engine.errors import RunError
@@ -55,15 +55,6 @@ def data_identity(data: SegmentationData) -> dict[str, Any]:
     }
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _location_files(recipe: dict[str, Any]) -> dict[str, Path]:
     """The recipe's location keys that name an existing file: ``key -> path``."""
     values = flat_items(recipe)
@@ -92,7 +83,7 @@ def _file_problems(
         if key in recorded and before.get(key) == values.get(key):
             digests[key] = recorded[key]
             continue
-        digests[key] = file_digest(file)
+        digests[key] = file_sha256(file)
         if key in recorded and recorded[key] != digests[key]:
             problems.append(f"{key}: {file} holds other bytes than the file the run started with (SHA-256)")
     return problems
