@@ -8,7 +8,6 @@ every worker calls the same function: rank 0 alone writes files.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from pctkit.artifacts.checkpoints import Checkpoints
@@ -34,6 +32,7 @@ from pctkit.engine.provenance import record_environment
 from pctkit.engine.reporting import Reporter
 from pctkit.engine.settings_checks import batch_issues, device_issues
 from pctkit.engine.stages import stages_of
+from pctkit.engine.state import seed_generators
 from pctkit.recipe import Recipe, load_recipe, resolved_toml, validate_recipe_data
 from pctkit.recipe.resume_rules import recipe_differences, with_current_defaults
 from pctkit.recipe.text import parse_recipe_text
@@ -59,9 +58,7 @@ def set_threads(threads: int) -> None:
 
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, numpy and torch; optionally force deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    seed_generators(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

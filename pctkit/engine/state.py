@@ -29,10 +29,14 @@ def seed_stage(seed: int, stage: str) -> None:
     checkpoint of it yet) trains as it would have in one uninterrupted run. A stage
     resumed from a checkpoint restores the generators saved in it instead.
     """
-    derived = int.from_bytes(hashlib.sha256(f"{seed}/{stage}".encode()).digest()[:8], "little")
-    random.seed(derived)
-    np.random.seed(derived % 2**32)
-    torch.manual_seed(derived)
+    seed_generators(int.from_bytes(hashlib.sha256(f"{seed}/{stage}".encode()).digest()[:8], "little"))
+
+
+def seed_generators(seed: int) -> None:
+    """Seed Python's, numpy's and torch's (CUDA's too) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
