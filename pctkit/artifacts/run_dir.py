@@ -316,11 +316,14 @@ class RunDirectory:
 
     def read_recipe(self) -> dict[str, Any]:
         """The resolved recipe the run was started with."""
-        if self.lost_recipe_json():
-            raise RunDirectoryError(self.lost_recipe_message())
-        if not self.holds_run():
-            raise RunDirectoryError(f"{self.path} holds no run (no {self.RECIPE_JSON})")
-        return dict(self._read_json(self.recipe_json))
+        try:
+            return dict(self._read_json(self.recipe_json))
+        except RunDirectoryError:  # what is wrong, and what to do, only when it fails
+            if self.lost_recipe_json():
+                raise RunDirectoryError(self.lost_recipe_message()) from None
+            if not self.holds_run():
+                raise RunDirectoryError(f"{self.path} holds no run (no {self.RECIPE_JSON})") from None
+            raise
 
     def lost_recipe_message(self) -> str:
         """What is wrong with ``recipe.json``, and the command that writes it again."""
