@@ -51,8 +51,17 @@ def save_palette_png(
     temporary.replace(path)
 
 
+MASK_READ_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, SyntaxError)
+"""What :func:`load_mask_png` raises for a file that is missing, truncated, not a PNG
+(PIL's errors) or not a mask (its own ``ValueError``)."""
+
+
 def load_mask_png(path: Path) -> npt.NDArray[np.uint8]:
-    """Read a palette or single-channel PNG mask as class indices (uint8, 255 = ignore)."""
+    """Read a palette or single-channel PNG mask as class indices (uint8, 255 = ignore).
+
+    Raises:
+        One of :data:`MASK_READ_ERRORS`.
+    """
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
             raise ValueError(f"{path}: mask must be a palette or single-channel PNG, got mode {image.mode!r}")

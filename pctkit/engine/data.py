@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pctkit.components.contracts import IGNORE_INDEX, DataError, RawSample, SampleSource
 from pctkit.methods.base import Batch
-from pctkit.palette import load_mask_png
+from pctkit.palette import MASK_READ_ERRORS, load_mask_png
 
 
 def stable_seed(*parts: object) -> int:
@@ -132,7 +132,7 @@ class TrainingImages(Dataset[dict[str, Any]]):
                 )
             try:
                 mask = load_mask_png(path)
-            except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for broken files
+            except MASK_READ_ERRORS as error:
                 raise DataError(
                     f"pseudo label {path} cannot be read ({error}); `pctkit resume` labels it again"
                 ) from None

@@ -24,7 +24,7 @@ from pctkit.engine.evaluation import autocast_context
 from pctkit.engine.model import multi_scale_logits
 from pctkit.losses import class_aware_prediction
 from pctkit.metrics import ConfusionMatrix
-from pctkit.palette import load_mask_png, save_palette_png
+from pctkit.palette import MASK_READ_ERRORS, load_mask_png, save_palette_png
 
 
 def weak_indices(num_train: int, strong_indices: Sequence[int]) -> list[int]:
@@ -111,7 +111,7 @@ def _label_on_disk(
     """The label written for ``sample``, or ``None`` and why it cannot be used."""
     try:
         label = load_mask_png(path)
-    except (OSError, ValueError, SyntaxError) as error:  # what PIL raises for broken files
+    except MASK_READ_ERRORS as error:
         return None, f"cannot be read ({error})"
     size = tuple(sample.image.shape[:2])
     if label.shape != size:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from pctkit.components.contracts import IGNORE_INDEX, DataError, RawSample
-from pctkit.palette import load_mask_png
+from pctkit.palette import MASK_READ_ERRORS, load_mask_png
 
 ImageLabelSource = Literal["masks", "annotations"]
 """Where image-level labels come from: the mask files or the XML annotations."""
@@ -99,7 +99,7 @@ class VocSamples:
             return None
         try:
             mask = load_mask_png(path)
-        except (OSError, ValueError, SyntaxError) as error:
+        except MASK_READ_ERRORS as error:
             raise DataError(f"cannot read mask {path}: {error}") from error
         if mask.shape != image.shape[:2]:
             raise DataError(
