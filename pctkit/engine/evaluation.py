@@ -144,16 +144,13 @@ def evaluate(
     )
     plain = ConfusionMatrix(num_classes)
     with_labels = ConfusionMatrix(num_classes)
-    postprocessed = ConfusionMatrix(num_classes) if postprocess is not None else None
     examples: list[dict[str, Any]] = []
     was_training = net.training
     net.eval()
     predictor = net if sliding_window is None else SlidingWindow(net, *sliding_window)
-    refiner = (
-        None
-        if postprocess is None or postprocessed is None
-        else Refiner(postprocess, postprocessed, postprocess_workers)
-    )
+    refiner = None
+    if postprocess is not None:
+        refiner = Refiner(postprocess, ConfusionMatrix(num_classes), postprocess_workers)
     with refiner if refiner is not None else nullcontext():
         for batch in loader:
             raise_data_error(batch)
@@ -187,6 +184,7 @@ def evaluate(
     net.train(was_training)
     all_reduce_sum(plain.matrix)
     all_reduce_sum(with_labels.matrix)
+    postprocessed = refiner.matrix if refiner is not None else None
     if postprocessed is not None:
         all_reduce_sum(postprocessed.matrix)
     return EvaluationResult(plain, with_labels, class_names, examples, postprocessed)

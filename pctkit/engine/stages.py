@@ -102,14 +102,11 @@ class Evaluation:
         evaluations: dict[str, EvaluationResult] = {}
         clock = context.clock(self.name)
         for role, net in outputs.nets.items():
-            # One task per net, advanced per image: the five-scale evaluation of a VOC
-            # net, or its dense CRF, takes long enough to want a sign of life.
             postprocess = context.postprocess(role)
             title = f"evaluation of the {role} net" + (" (with post-processing)" if postprocess else "")
-            with context.reporter.task(title, len(context.data.val)) as (advance, _):
-                evaluations[role] = context.evaluate(
-                    net, num_examples=num_pictures, postprocess=postprocess, progress=advance
-                )
+            evaluations[role] = context.evaluate(
+                net, title, num_examples=num_pictures, postprocess=postprocess
+            )
             results["nets"][role] = evaluations[role].summary()
         results["pseudo_labels"] = outputs.pseudo_label_quality
         scores = {

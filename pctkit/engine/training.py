@@ -194,10 +194,7 @@ class TrainingStage:
         def evaluate() -> dict[str, dict[str, float]]:
             scores = {}
             for role, net in method.nets.items():
-                # A VOC validation takes minutes: it shows its own progress.
-                title = f"validation of the {role} net"
-                with context.reporter.task(title, len(context.data.val)) as (advance_images, _):
-                    summary = context.evaluate(net, progress=advance_images).summary()
+                summary = context.evaluate(net, f"validation of the {role} net").summary()
                 scores[role] = {"miou": summary["miou"], "miou_with_labels": summary["miou_with_labels"]}
             return scores
 
