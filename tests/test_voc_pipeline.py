@@ -155,20 +155,28 @@ def _unfinish_retraining(run_dir: Path) -> None:
     (run_dir / "results.json").unlink()
 
 
+def _trained(overrides: list[str], run_dir: Path) -> dict[str, torch.Tensor]:
+    """Run voc_pct with ``overrides`` into ``run_dir``; returns the retrained net's tensors."""
+    result = run_cli("run", str(RECIPE), *set_options(overrides), "--out", str(run_dir), "--quiet")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return load_file(str(run_dir / "retrained_net.safetensors"))
+
+
+def _assert_retrained_as(run_dir: Path, reference: dict[str, torch.Tensor]) -> None:
+    resumed = load_file(str(run_dir / "retrained_net.safetensors"))
+    assert all(torch.equal(resumed[key], reference[key]) for key in reference)
+
+
 def test_a_stage_restarted_from_its_beginning_trains_as_in_one_run(tiny_voc: Path, tmp_path: Path) -> None:
     """A crash after the pseudo labels and before retraining's first checkpoint: the
     resumed process starts retraining afresh. The head's dropout draws from generators
     seeded by (seed, stage), not by what the process ran before, so the weights match."""
     run_dir = tmp_path / "run"
-    overrides = tiny_overrides(tiny_voc, tmp_path)
-    result = run_cli("run", str(RECIPE), *set_options(overrides), "--out", str(run_dir), "--quiet")
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    reference = _trained(tiny_overrides(tiny_voc, tmp_path), run_dir)
     assert load_recipe(RECIPE).model.head.dropout > 0  # type: ignore[union-attr]
-    reference = load_file(str(run_dir / "retrained_net.safetensors"))
     _unfinish_retraining(run_dir)
     assert run_cli("resume", str(run_dir), "--quiet").exit_code == 0
-    resumed = load_file(str(run_dir / "retrained_net.safetensors"))
-    assert all(torch.equal(resumed[key], reference[key]) for key in reference)
+    _assert_retrained_as(run_dir, reference)
 
 
 def test_resume_finds_inputs_moved_and_refuses_others(tiny_voc: Path, tmp_path: Path) -> None:
@@ -180,9 +188,7 @@ def test_resume_finds_inputs_moved_and_refuses_others(tiny_voc: Path, tmp_path: 
     save_file(timm.create_model("test_resnet").state_dict(), str(weights))
     run_dir = tmp_path / "run"
     overrides = [*tiny_overrides(tiny_voc, tmp_path), f'model.backbone.pretrained="{weights}"']
-    result = run_cli("run", str(RECIPE), *set_options(overrides), "--out", str(run_dir), "--quiet")
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    reference = load_file(str(run_dir / "retrained_net.safetensors"))
+    reference = _trained(overrides, run_dir)
     recorded = json.loads((run_dir / "inputs.json").read_text())
     assert recorded["data"]["train_images"] == 12 and recorded["data"]["strong_images"] == 4
     assert set(recorded["files"]) == {"model.backbone.pretrained", "retrain.model.backbone.pretrained"}
@@ -211,8 +217,7 @@ def test_resume_finds_inputs_moved_and_refuses_others(tiny_voc: Path, tmp_path: 
     output = " ".join(result.output.split())
     assert f"inputs moved (data.root: '{tiny_voc}' -> '{staged / 'VOC2012'}';" in output
     assert "they are the run's own" in output
-    resumed = load_file(str(run_dir / "retrained_net.safetensors"))
-    assert all(torch.equal(resumed[key], reference[key]) for key in reference)
+    _assert_retrained_as(run_dir, reference)
 
     # Other data at the new location: refused before anything is trained.
     _unfinish_retraining(run_dir)
