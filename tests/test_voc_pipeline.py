@@ -199,19 +199,16 @@ def test_resume_finds_inputs_moved_and_refuses_others(tiny_voc: Path, tmp_path: 
     shutil.copy(weights, staged / weights.name)
     shutil.rmtree(tiny_voc)
     shutil.rmtree(weights.parent)  # the old paths are gone
-    moved = [
-        "--set",
-        f"data.root={staged / 'VOC2012'}",
-        "--set",
-        f'model.backbone.pretrained="{staged / weights.name}"',
-    ]
+    moved = set_options(
+        [f"data.root={staged / 'VOC2012'}", f'model.backbone.pretrained="{staged / weights.name}"']
+    )
     # The retrained net's copy of the path was not moved: named, with the way on.
     result = run_cli("resume", str(run_dir), *moved)
     assert result.exit_code == 1
     assert f"retrain.model.backbone.pretrained: {weights} is missing" in " ".join(
         str(result.exception).split()
     )
-    moved += ["--set", f'retrain.model.backbone.pretrained="{staged / weights.name}"']
+    moved += set_options([f'retrain.model.backbone.pretrained="{staged / weights.name}"'])
     result = run_cli("resume", str(run_dir), *moved)
     assert result.exit_code == 0, result.output + repr(result.exception)
     output = " ".join(result.output.split())
@@ -239,10 +236,9 @@ def test_resume_finds_inputs_moved_and_refuses_others(tiny_voc: Path, tmp_path: 
     save_file({key: value + 1 for key, value in load_file(str(staged / weights.name)).items()}, str(other))
     elsewhere = [
         *moved[:2],
-        "--set",
-        f'model.backbone.pretrained="{other}"',
-        "--set",
-        f'retrain.model.backbone.pretrained="{other}"',
+        *set_options(
+            [f'model.backbone.pretrained="{other}"', f'retrain.model.backbone.pretrained="{other}"']
+        ),
     ]
     result = run_cli("resume", str(run_dir), *elsewhere)
     assert result.exit_code == 1
